@@ -1,0 +1,39 @@
+//! `pyra`: the command-line front end.
+
+mod forward;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pyra",
+    version,
+    about = "Pyramid attention networks (PANet, PNEN) for image restoration, in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one module on a tensor from a safetensors file (the parity contract with PyTorch).
+    Forward(forward::ForwardArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Forward(args) => forward::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Any of Pyra's PANet-family modules, chosen at run time from the official constructor
+//! arguments (`channel=16`, `n_resblocks=80`, `interp=legacy`, ...), as the tensor-level
+//! `pyra forward` command and the checkpoint loaders need.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::{Edsr, EdsrConfig, PaEdsr, PaEdsrConfig, PaNet, PaNetConfig};
+use crate::blocks::{PyramidAttention, PyramidAttentionConfig};
+use crate::ops::Interp;
+
+/// The architectures of the PANet paper's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    PyramidAttention,
+    PaNet,
+    PaEdsr,
+    Edsr,
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "pyramid-attention" | "pa" => Ok(Self::PyramidAttention),
+            "panet" => Ok(Self::PaNet),
+            "paedsr" | "pa-edsr" => Ok(Self::PaEdsr),
+            "edsr" => Ok(Self::Edsr),
+            other => Err(format!(
+                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr or edsr)"
+            )),
+        }
+    }
+}
+
+/// A configuration of one of the [`Arch`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchConfig {
+    PyramidAttention(PyramidAttentionConfig),
+    PaNet(PaNetConfig),
+    PaEdsr(PaEdsrConfig),
+    Edsr(EdsrConfig),
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("`{key}={value}`: `{value}` is not a valid value for {key}"))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{key}={value}`: expected True or False")),
+    }
+}
+
+fn parse_scales(key: &str, value: &str) -> Result<Vec<f64>, String> {
+    value
+        .split(',')
+        .map(|s| parse::<f64>(key, s.trim()))
+        .collect()
+}
+
+/// Apply one attention knob; `Ok(false)` when `key` is not an attention knob.
+fn set_attention(c: &mut PyramidAttentionConfig, key: &str, value: &str) -> Result<bool, String> {
+    match key {
+        "reduction" => c.reduction = parse(key, value)?,
+        "level" | "levels" => *c = c.clone().with_levels(parse(key, value)?),
+        "scales" => c.scales = parse_scales(key, value)?,
+        "ksize" => c.ksize = parse(key, value)?,
+        "stride" => c.stride = parse(key, value)?,
+        "softmax_scale" => c.softmax_scale = parse(key, value)?,
+        "average" => c.average = parse_bool(key, value)?,
+        "interp" => c.interp = value.parse::<Interp>()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+const ATTENTION_KEYS: &str =
+    "reduction, level, scales, ksize, stride, softmax_scale, average, interp";
+
+fn unknown(arch: &str, key: &str, valid: &str) -> String {
+    format!("`{key}` is not a setting of {arch}; valid settings: {valid}")
+}
+
+impl ArchConfig {
+    /// The official defaults of `arch`, overridden by `settings` (official argument names).
+    pub fn from_settings(arch: Arch, settings: &[(String, String)]) -> Result<Self, String> {
+        let mut config = match arch {
+            Arch::PyramidAttention => Self::PyramidAttention(PyramidAttentionConfig::new()),
+            Arch::PaNet => Self::PaNet(PaNetConfig::new()),
+            Arch::PaEdsr => Self::PaEdsr(PaEdsrConfig::new()),
+            Arch::Edsr => Self::Edsr(EdsrConfig::new()),
+        };
+        for (key, value) in settings {
+            let (key, value) = (key.as_str(), value.as_str());
+            match &mut config {
+                Self::PyramidAttention(c) => match key {
+                    "channel" => c.channel = parse(key, value)?,
+                    "res_scale" => c.res_scale = parse(key, value)?,
+                    _ if set_attention(c, key, value)? => {}
+                    _ => {
+                        return Err(unknown(
+                            "pyramid-attention",
+                            key,
+                            &format!("channel, res_scale, {ATTENTION_KEYS}"),
+                        ))
+                    }
+                },
+                Self::PaNet(c) => match key {
+                    "n_resblocks" => c.n_resblocks = parse(key, value)?,
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "res_scale" => c.res_scale = parse(key, value)?,
+                    "rgb_range" => c.rgb_range = parse(key, value)?,
+                    // DN_RGB reuses `--scale` for the noise level; the network ignores it.
+                    "scale" => {
+                        parse::<f64>(key, value)?;
+                    }
+                    _ if set_attention(&mut c.attention, key, value)? => {}
+                    _ => {
+                        return Err(unknown(
+                            "panet",
+                            key,
+                            &format!("n_resblocks, n_feats, n_colors, res_scale, rgb_range, scale, {ATTENTION_KEYS}"),
+                        ))
+                    }
+                },
+                Self::PaEdsr(c) => match key {
+                    "n_resblocks" => c.n_resblocks = parse(key, value)?,
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "res_scale" => c.res_scale = parse(key, value)?,
+                    "scale" => c.scale = parse(key, value)?,
+                    "rgb_range" => c.rgb_range = parse(key, value)?,
+                    _ if set_attention(&mut c.attention, key, value)? => {}
+                    _ => {
+                        return Err(unknown(
+                            "paedsr",
+                            key,
+                            &format!("n_resblocks, n_feats, n_colors, res_scale, scale, rgb_range, {ATTENTION_KEYS}"),
+                        ))
+                    }
+                },
+                Self::Edsr(c) => match key {
+                    "n_resblocks" => c.n_resblocks = parse(key, value)?,
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "res_scale" => c.res_scale = parse(key, value)?,
+                    "scale" => c.scale = parse(key, value)?,
+                    "rgb_range" => c.rgb_range = parse(key, value)?,
+                    _ => {
+                        return Err(unknown(
+                            "edsr",
+                            key,
+                            "n_resblocks, n_feats, n_colors, res_scale, scale, rgb_range",
+                        ))
+                    }
+                },
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the configuration; the message names the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("{name} must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::PyramidAttention(c) => c.validate(),
+            Self::PaNet(c) => {
+                positive("n_feats", c.n_feats)?;
+                positive("n_colors", c.n_colors)?;
+                c.attention.clone().with_channel(c.n_feats).validate()
+            }
+            Self::PaEdsr(c) => {
+                positive("n_feats", c.n_feats)?;
+                positive("n_colors", c.n_colors)?;
+                c.validate()
+            }
+            Self::Edsr(c) => {
+                positive("n_feats", c.n_feats)?;
+                positive("n_colors", c.n_colors)?;
+                c.validate()
+            }
+        }
+    }
+
+    /// Channels the input must have.
+    pub fn input_channels(&self) -> usize {
+        match self {
+            Self::PyramidAttention(c) => c.channel,
+            Self::PaNet(c) => c.n_colors,
+            Self::PaEdsr(c) => c.n_colors,
+            Self::Edsr(c) => c.n_colors,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> AnyNetwork {
+        match self {
+            Self::PyramidAttention(c) => AnyNetwork::PyramidAttention(c.init(device)),
+            Self::PaNet(c) => AnyNetwork::PaNet(c.init(device)),
+            Self::PaEdsr(c) => AnyNetwork::PaEdsr(c.init(device)),
+            Self::Edsr(c) => AnyNetwork::Edsr(c.init(device)),
+        }
+    }
+}
+
+/// One module of any [`Arch`]; state-dict keys are those of the inner module.
+// Layers live once per model and burn's Module derive takes variants by value: boxing the
+// large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum AnyNetwork {
+    PyramidAttention(PyramidAttention),
+    PaNet(PaNet),
+    PaEdsr(PaEdsr),
+    Edsr(Edsr),
+}
+
+impl AnyNetwork {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::PyramidAttention(m) => m.forward(x),
+            Self::PaNet(m) => m.forward(x),
+            Self::PaEdsr(m) => m.forward(x),
+            Self::Edsr(m) => m.forward(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn official_arguments_map_onto_configs() {
+        let c = ArchConfig::from_settings(
+            Arch::PyramidAttention,
+            &settings(&[
+                ("channel", "16"),
+                ("level", "3"),
+                ("average", "False"),
+                ("interp", "modern"),
+            ]),
+        )
+        .unwrap();
+        let ArchConfig::PyramidAttention(c) = c else {
+            panic!()
+        };
+        assert_eq!(c.channel, 16);
+        assert_eq!(c.scales, vec![1.0, 0.9, 0.8]);
+        assert!(!c.average);
+        assert_eq!(c.interp, Interp::Modern);
+    }
+
+    #[test]
+    fn unknown_and_bad_values_are_named() {
+        let e = ArchConfig::from_settings(Arch::Edsr, &settings(&[("channel", "3")])).unwrap_err();
+        assert!(e.contains("`channel` is not a setting of edsr"), "{e}");
+        let e = ArchConfig::from_settings(Arch::PaEdsr, &settings(&[("scale", "5")])).unwrap_err();
+        assert!(e.contains("scale must be 3 or a power of two"), "{e}");
+        let e = ArchConfig::from_settings(Arch::PaNet, &settings(&[("ksize", "x")])).unwrap_err();
+        assert!(e.contains("`ksize=x`"), "{e}");
+    }
+}

@@ -1,0 +1,82 @@
+//! EDSR (Lim et al.), the baseline PA-EDSR extends: the same network without the attention
+//! (the official `SR/code/model/edsr.py`; keys `sub_mean`, `add_mean`, `head.0`,
+//! `body.{0..n-1}.body.{0,2}`, `body.{n}`, `tail.0.*`, `tail.1`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::Relu;
+use burn::tensor::{Device, Tensor};
+
+use super::body::{residual_body, run_body, BodyLayer};
+use crate::blocks::upsampler::{supported_scale, upsample, upsampler};
+use crate::blocks::{default_conv, Activation, MeanShift, Upsampler};
+
+#[derive(Config, Debug, PartialEq)]
+pub struct EdsrConfig {
+    #[config(default = 32)]
+    pub n_resblocks: usize,
+    #[config(default = 256)]
+    pub n_feats: usize,
+    #[config(default = 3)]
+    pub n_colors: usize,
+    #[config(default = 0.1)]
+    pub res_scale: f64,
+    #[config(default = 2)]
+    pub scale: usize,
+    #[config(default = 1.0)]
+    pub rgb_range: f64,
+}
+
+impl EdsrConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !supported_scale(self.scale) {
+            return Err(format!(
+                "scale must be 3 or a power of two, got {}",
+                self.scale
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Edsr {
+        if let Err(message) = self.validate() {
+            panic!("invalid EDSR configuration: {message}");
+        }
+        Edsr {
+            sub_mean: MeanShift::new(self.rgb_range as f32, -1.0, device),
+            add_mean: MeanShift::new(self.rgb_range as f32, 1.0, device),
+            head: vec![default_conv(self.n_colors, self.n_feats, 3, device)],
+            body: residual_body(
+                self.n_resblocks,
+                self.n_feats,
+                &Activation::ReLU(Relu::new()),
+                self.res_scale,
+                None,
+                device,
+            ),
+            tail: (
+                upsampler(self.scale, self.n_feats, device),
+                default_conv(self.n_feats, self.n_colors, 3, device),
+            ),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Edsr {
+    pub sub_mean: MeanShift,
+    pub add_mean: MeanShift,
+    pub head: Vec<Conv2d>,
+    pub body: Vec<BodyLayer>,
+    pub tail: (Upsampler, Conv2d),
+}
+
+impl Edsr {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.head[0].forward(self.sub_mean.forward(x));
+        let res = run_body(&self.body, x.clone()) + x;
+        let (up, conv) = &self.tail;
+        self.add_mean.forward(conv.forward(upsample(up, res)))
+    }
+}

@@ -1,0 +1,13 @@
+//! Networks, one file each, with fields named after the official state-dict keys.
+
+pub mod any;
+pub mod body;
+pub mod edsr;
+pub mod paedsr;
+pub mod panet;
+
+pub use any::{AnyNetwork, Arch, ArchConfig};
+pub use body::BodyLayer;
+pub use edsr::{Edsr, EdsrConfig};
+pub use paedsr::{PaEdsr, PaEdsrConfig};
+pub use panet::{PaNet, PaNetConfig};

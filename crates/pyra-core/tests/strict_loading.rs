@@ -1,0 +1,175 @@
+//! Strict checkpoint loading: a renamed, missing, extra, reshaped or inconsistent key is an
+//! error that names it; Pyra's own safetensors round-trip exactly.
+
+mod common;
+
+use common::*;
+use pyra_core::backend;
+use pyra_core::networks::PaNetConfig;
+use pyra_core::weights::{
+    load_state_dict, read_safetensors, state_dict_of, write_safetensors, LoadOptions, StateDict,
+    TensorValues,
+};
+
+fn official() -> StateDict {
+    StateDict::read(committed("panet_small_model_best.pt")).unwrap()
+}
+
+fn load_error(dict: &StateDict) -> String {
+    let device = backend::cpu();
+    let model = PaNetConfig::new().with_n_resblocks(2).init(&device);
+    match load_state_dict(model, dict, &LoadOptions::default()) {
+        Ok(_) => panic!("loading should have failed"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn renamed_key_is_named() {
+    let mut dict = official();
+    let t = dict
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "tail.0.weight")
+        .unwrap();
+    t.name = "tail.0.kernel".into();
+    let err = load_error(&dict);
+    assert!(err.contains("missing key(s) `tail.0.weight`"), "{err}");
+    assert!(err.contains("unexpected key(s) `tail.0.kernel`"), "{err}");
+}
+
+#[test]
+fn missing_key_is_named() {
+    let mut dict = official();
+    dict.tensors
+        .retain(|t| t.name != "body.1.conv_match.0.bias");
+    let err = load_error(&dict);
+    assert!(err.contains("`body.1.conv_match.0.bias`"), "{err}");
+    assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn reshaped_key_is_named() {
+    let mut dict = official();
+    let t = dict
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "head.0.weight")
+        .unwrap();
+    t.shape = vec![64, 3, 1, 9];
+    let err = load_error(&dict);
+    assert!(
+        err.contains("`head.0.weight` has shape [64, 3, 1, 9]"),
+        "{err}"
+    );
+    assert!(err.contains("[64, 3, 3, 3]"), "{err}");
+}
+
+#[test]
+fn extra_key_is_an_error_unless_allowed() {
+    let mut dict = official();
+    let mut extra = dict.get("tail.0.bias").unwrap().clone();
+    extra.name = "tail.1.bias".into();
+    dict.push(extra);
+    let err = load_error(&dict);
+    assert!(err.contains("unexpected key(s) `tail.1.bias`"), "{err}");
+    let device = backend::cpu();
+    let model = PaNetConfig::new().with_n_resblocks(2).init(&device);
+    let options = LoadOptions {
+        allow_extra: true,
+        ..Default::default()
+    };
+    let (_, report) = load_state_dict(model, &dict, &options).unwrap();
+    assert_eq!(report.skipped, vec!["tail.1.bias".to_string()]);
+}
+
+#[test]
+fn disagreeing_aliases_are_an_error() {
+    let mut dict = official();
+    let t = dict
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "body.2.body.1.weight")
+        .unwrap();
+    t.values = TensorValues::F32(vec![0.123]);
+    let err = load_error(&dict);
+    assert!(
+        err.contains("`body.0.body.1.weight` and `body.2.body.1.weight`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_architecture_lists_keys() {
+    // A PANet-2 checkpoint offered to a PANet-4 model.
+    let device = backend::cpu();
+    let model = PaNetConfig::new().with_n_resblocks(4).init(&device);
+    let err = load_state_dict(model, &official(), &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    // PANet-4 has its attention at body.2; the checkpoint has it at body.1.
+    assert!(
+        err.contains("missing key(s) `body.1.body.0.weight`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected key(s) `body.1.escape_NaN`"),
+        "{err}"
+    );
+    assert!(err.contains("more"), "long lists are cut: {err}");
+}
+
+#[test]
+fn safetensors_round_trip_keeps_keys_and_values() {
+    let device = backend::cpu();
+    let (model, _) = load_state_dict(
+        PaNetConfig::new().with_n_resblocks(2).init(&device),
+        &official(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let saved = state_dict_of(&model);
+    // Same keys in the official order, aliases included.
+    let official = official();
+    assert_eq!(
+        saved.names().collect::<Vec<_>>(),
+        official.names().collect::<Vec<_>>()
+    );
+    for t in &saved.tensors {
+        assert_eq!(
+            t.values,
+            official.require(&t.name).unwrap().values,
+            "{}",
+            t.name
+        );
+    }
+    let bytes = write_safetensors(&saved, None).unwrap();
+    let reread = read_safetensors(&bytes).unwrap();
+    let (_, _) = load_state_dict(
+        PaNetConfig::new().with_n_resblocks(2).init(&device),
+        &reread,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    for t in &reread.tensors {
+        assert_eq!(
+            t.values,
+            official.require(&t.name).unwrap().values,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn truncated_checkpoint_is_an_error() {
+    let bytes = std::fs::read(committed("panet_small_model_best.pt")).unwrap();
+    let dir = std::env::temp_dir().join(format!("pyra-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cut.pt");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = StateDict::read(&path).unwrap_err().to_string();
+    assert!(err.contains("cut.pt"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
