@@ -62,7 +62,7 @@ pub struct ForwardArgs {
     seed: u64,
 }
 
-fn parse_settings(settings: &[String]) -> Result<Vec<(String, String)>> {
+pub fn parse_settings(settings: &[String]) -> Result<Vec<(String, String)>> {
     settings
         .iter()
         .map(|s| match s.split_once('=') {

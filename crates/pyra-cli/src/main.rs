@@ -1,5 +1,6 @@
 //! `pyra`: the command-line front end.
 
+mod convert;
 mod forward;
 mod report;
 
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Run one module on a tensor from a safetensors file (the parity contract with PyTorch).
     Forward(forward::ForwardArgs),
+    /// Convert a checkpoint (official `.pt` or safetensors) to safetensors with the same keys.
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Forward(args) => forward::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -242,3 +242,66 @@ fn bad_settings_are_clear_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn convert_official_pt_to_safetensors_and_run_it() {
+    let dir = scratch("convert");
+    let converted = dir.join("panet.safetensors");
+    let out = dir.join("out.safetensors");
+    let status = pyra(&[
+        "convert",
+        fixture("panet_small_model_best.pt").to_str().unwrap(),
+        converted.to_str().unwrap(),
+        "--arch",
+        "panet",
+        "--set",
+        "n_resblocks=2",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let official = StateDict::read(fixture("panet_small_model_best.pt")).unwrap();
+    let ours = StateDict::read(&converted).unwrap();
+    let mut a: Vec<_> = official.names().collect();
+    let mut b: Vec<_> = ours.names().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "same keys");
+    // The converted file drives the same forward.
+    let input = fixture("panet_small.safetensors");
+    let reference = StateDict::read(&input).unwrap();
+    run_and_compare(
+        &[
+            "forward",
+            "--arch",
+            "panet",
+            "--set",
+            "n_resblocks=2",
+            "--weights",
+            converted.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &out,
+        &reference,
+        "output_legacy",
+    );
+    // A checkpoint that does not fit the architecture is refused, and nothing is written.
+    let refused_out = dir.join("refused.safetensors");
+    let refused = pyra(&[
+        "convert",
+        fixture("panet_small_model_best.pt").to_str().unwrap(),
+        refused_out.to_str().unwrap(),
+        "--arch",
+        "panet",
+        "--set",
+        "n_resblocks=4",
+    ]);
+    assert!(!refused.status.success());
+    assert!(!refused_out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
