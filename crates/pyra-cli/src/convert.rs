@@ -13,7 +13,7 @@ use pyra_core::weights::{
     load_state_dict, save_safetensors, state_dict_of, LoadOptions, StateDict,
 };
 
-use crate::forward::parse_settings;
+use crate::model::parse_settings;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {

@@ -22,6 +22,7 @@ use pyra_core::networks::{Arch, ArchConfig};
 use pyra_core::ops::bicubic::scaled_len;
 use pyra_core::weights::{load_state_dict, save_safetensors, LoadOptions, NamedTensor, StateDict};
 
+use crate::model::parse_settings;
 use crate::report::{format_bytes, peak_rss_bytes};
 
 /// The official PANet-2 checkpoint and its reference tensors, compiled into the binary.
@@ -60,16 +61,6 @@ pub struct ForwardArgs {
     /// Seed of the random initialisation when no --weights are given.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-pub fn parse_settings(settings: &[String]) -> Result<Vec<(String, String)>> {
-    settings
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => bail!("--set expects KEY=VALUE, got `{s}`"),
-        })
-        .collect()
 }
 
 struct Job {
@@ -262,7 +253,7 @@ fn check_pyramid_fits(config: &ArchConfig, h: usize, w: usize) -> Result<()> {
         ArchConfig::PyramidAttention(c) => c,
         ArchConfig::PaNet(c) => &c.attention,
         ArchConfig::PaEdsr(c) => &c.attention,
-        ArchConfig::Edsr(_) => return Ok(()),
+        ArchConfig::Edsr(_) | ArchConfig::Dncnn(_) => return Ok(()),
     };
     for &s in &attention.scales {
         if scaled_len(h, s) == 0 || scaled_len(w, s) == 0 {

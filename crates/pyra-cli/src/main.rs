@@ -1,7 +1,12 @@
 //! `pyra`: the command-line front end.
 
+mod bench;
 mod convert;
+mod degrade;
+mod eval;
+mod files;
 mod forward;
+mod model;
 mod report;
 
 use std::process::ExitCode;
@@ -25,6 +30,12 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Convert a checkpoint (official `.pt` or safetensors) to safetensors with the same keys.
     Convert(convert::ConvertArgs),
+    /// Make degraded copies of an image or folder (noise, mosaic, jpeg, bicubic).
+    Degrade(degrade::DegradeArgs),
+    /// Score restored images against ground truth (PSNR/SSIM, MATLAB-compatible).
+    Eval(eval::EvalArgs),
+    /// Run a model over benchmark sets and print a paper-style table.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +43,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Forward(args) => forward::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Degrade(args) => degrade::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

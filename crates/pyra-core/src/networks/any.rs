@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{Edsr, EdsrConfig, PaEdsr, PaEdsrConfig, PaNet, PaNetConfig};
+use super::{Dncnn, DncnnConfig, Edsr, EdsrConfig, PaEdsr, PaEdsrConfig, PaNet, PaNetConfig};
 use crate::blocks::{PyramidAttention, PyramidAttentionConfig};
 use crate::ops::Interp;
 
@@ -16,6 +16,7 @@ pub enum Arch {
     PaNet,
     PaEdsr,
     Edsr,
+    Dncnn,
 }
 
 impl std::str::FromStr for Arch {
@@ -26,8 +27,9 @@ impl std::str::FromStr for Arch {
             "panet" => Ok(Self::PaNet),
             "paedsr" | "pa-edsr" => Ok(Self::PaEdsr),
             "edsr" => Ok(Self::Edsr),
+            "dncnn" => Ok(Self::Dncnn),
             other => Err(format!(
-                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr or edsr)"
+                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr, edsr or dncnn)"
             )),
         }
     }
@@ -40,6 +42,7 @@ pub enum ArchConfig {
     PaNet(PaNetConfig),
     PaEdsr(PaEdsrConfig),
     Edsr(EdsrConfig),
+    Dncnn(DncnnConfig),
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
@@ -94,6 +97,7 @@ impl ArchConfig {
             Arch::PaNet => Self::PaNet(PaNetConfig::new()),
             Arch::PaEdsr => Self::PaEdsr(PaEdsrConfig::new()),
             Arch::Edsr => Self::Edsr(EdsrConfig::new()),
+            Arch::Dncnn => Self::Dncnn(DncnnConfig::new()),
         };
         for (key, value) in settings {
             let (key, value) = (key.as_str(), value.as_str());
@@ -160,6 +164,12 @@ impl ArchConfig {
                         ))
                     }
                 },
+                Self::Dncnn(c) => match key {
+                    "depth" => c.depth = parse(key, value)?,
+                    "n_channels" => c.n_channels = parse(key, value)?,
+                    "image_channels" | "n_colors" => c.image_channels = parse(key, value)?,
+                    _ => return Err(unknown("dncnn", key, "depth, n_channels, image_channels")),
+                },
             }
         }
         config.validate()?;
@@ -192,6 +202,7 @@ impl ArchConfig {
                 positive("n_colors", c.n_colors)?;
                 c.validate()
             }
+            Self::Dncnn(c) => c.validate(),
         }
     }
 
@@ -202,7 +213,36 @@ impl ArchConfig {
             Self::PaNet(c) => c.n_colors,
             Self::PaEdsr(c) => c.n_colors,
             Self::Edsr(c) => c.n_colors,
+            Self::Dncnn(c) => c.image_channels,
         }
+    }
+
+    /// Output size / input size (the SR factor; 1 for restoration).
+    pub fn scale(&self) -> usize {
+        match self {
+            Self::PaEdsr(c) => c.scale,
+            Self::Edsr(c) => c.scale,
+            _ => 1,
+        }
+    }
+
+    /// The pixel value range the network expects (`rgb_range`; DnCNN works on [0, 1]).
+    pub fn rgb_range(&self) -> f32 {
+        match self {
+            Self::PaNet(c) => c.rgb_range as f32,
+            Self::PaEdsr(c) => c.rgb_range as f32,
+            Self::Edsr(c) => c.rgb_range as f32,
+            Self::PyramidAttention(_) | Self::Dncnn(_) => 1.0,
+        }
+    }
+
+    /// Whether the network contains pyramid attention (its memory grows with the image
+    /// squared when run whole).
+    pub fn has_attention(&self) -> bool {
+        matches!(
+            self,
+            Self::PyramidAttention(_) | Self::PaNet(_) | Self::PaEdsr(_)
+        )
     }
 
     pub fn init(&self, device: &Device) -> AnyNetwork {
@@ -211,6 +251,7 @@ impl ArchConfig {
             Self::PaNet(c) => AnyNetwork::PaNet(c.init(device)),
             Self::PaEdsr(c) => AnyNetwork::PaEdsr(c.init(device)),
             Self::Edsr(c) => AnyNetwork::Edsr(c.init(device)),
+            Self::Dncnn(c) => AnyNetwork::Dncnn(c.init(device)),
         }
     }
 }
@@ -225,6 +266,7 @@ pub enum AnyNetwork {
     PaNet(PaNet),
     PaEdsr(PaEdsr),
     Edsr(Edsr),
+    Dncnn(Dncnn),
 }
 
 impl AnyNetwork {
@@ -234,6 +276,7 @@ impl AnyNetwork {
             Self::PaNet(m) => m.forward(x),
             Self::PaEdsr(m) => m.forward(x),
             Self::Edsr(m) => m.forward(x),
+            Self::Dncnn(m) => m.forward(x),
         }
     }
 }

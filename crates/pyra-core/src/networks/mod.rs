@@ -2,12 +2,14 @@
 
 pub mod any;
 pub mod body;
+pub mod dncnn;
 pub mod edsr;
 pub mod paedsr;
 pub mod panet;
 
 pub use any::{AnyNetwork, Arch, ArchConfig};
 pub use body::BodyLayer;
+pub use dncnn::{Dncnn, DncnnConfig};
 pub use edsr::{Edsr, EdsrConfig};
 pub use paedsr::{PaEdsr, PaEdsrConfig};
 pub use panet::{PaNet, PaNetConfig};

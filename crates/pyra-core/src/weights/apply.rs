@@ -144,6 +144,13 @@ fn matches_known_unused(name: &str, options: &LoadOptions) -> bool {
         .any(|suffix| name.ends_with(suffix.as_str()))
 }
 
+/// BatchNorm's `num_batches_tracked` is known and unused where the module has the sibling
+/// `running_mean` (inference never reads the counter).
+fn is_batch_norm_counter(name: &str, expected: &HashSet<&str>) -> bool {
+    name.strip_suffix("num_batches_tracked")
+        .is_some_and(|prefix| expected.contains(format!("{prefix}running_mean").as_str()))
+}
+
 fn list(keys: &[String]) -> String {
     const SHOWN: usize = 8;
     let mut text = keys
@@ -227,7 +234,10 @@ pub fn load_state_dict<M: Module>(
         if expected.contains(t.name.as_str()) {
             continue;
         }
-        if options.allow_extra || matches_known_unused(&t.name, options) {
+        if options.allow_extra
+            || matches_known_unused(&t.name, options)
+            || is_batch_norm_counter(&t.name, &expected)
+        {
             skipped.push(t.name.clone());
         } else {
             unexpected.push(t.name.clone());

@@ -1,0 +1,52 @@
+//! Building a network from `--arch`, `--set KEY=VALUE` and `--weights`, shared by commands.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use pyra_core::burn::tensor::Device;
+use pyra_core::networks::{AnyNetwork, Arch, ArchConfig};
+use pyra_core::weights::{load_state_dict, LoadOptions, LoadReport, StateDict};
+
+/// Parse `KEY=VALUE` settings.
+pub fn parse_settings(settings: &[String]) -> Result<Vec<(String, String)>> {
+    settings
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => bail!("--set expects KEY=VALUE, got `{s}`"),
+        })
+        .collect()
+}
+
+/// The configuration of `arch` with `settings` applied.
+pub fn config(arch: &str, settings: &[String]) -> Result<(Arch, ArchConfig)> {
+    let arch: Arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let settings = parse_settings(settings)?;
+    let config = ArchConfig::from_settings(arch, &settings).map_err(anyhow::Error::msg)?;
+    Ok((arch, config))
+}
+
+/// Build the network and load `weights` strictly (or `allow_extra`).
+pub fn load(
+    config: &ArchConfig,
+    weights: &StateDict,
+    origin: &str,
+    allow_extra: bool,
+    device: &Device,
+) -> Result<(AnyNetwork, LoadReport)> {
+    let options = LoadOptions {
+        allow_extra,
+        ..Default::default()
+    };
+    load_state_dict(config.init(device), weights, &options)
+        .with_context(|| format!("cannot load {origin}"))
+}
+
+/// Read a weights file and load it into a new network of `config`.
+pub fn load_file(config: &ArchConfig, path: &Path, device: &Device) -> Result<AnyNetwork> {
+    let dict = StateDict::read(path)?;
+    let (network, _) = load(config, &dict, &path.display().to_string(), false, device)?;
+    Ok(network)
+}
