@@ -28,8 +28,8 @@ fn metrics_agree_with_scikit_image() {
             case["ssim"].as_f64().unwrap(),
         );
         println!(
-            "{} vs {} {options:?}: PSNR {p:.6} (skimage {rp:.6}), SSIM {s:.6} (skimage {rs:.6})",
-            case["gt"], case["pred"]
+            "{} vs {} {options:?}: PSNR {p:.6} (skimage {rp:.6}, |diff| {:.1e}), SSIM {s:.6} (skimage {rs:.6}, |diff| {:.1e})",
+            case["gt"], case["pred"], (p - rp).abs(), (s - rs).abs()
         );
         assert!((p - rp).abs() <= 1e-3, "PSNR {p} vs {rp}");
         assert!((s - rs).abs() <= 1e-4, "SSIM {s} vs {rs}");
