@@ -149,6 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             network,
             mode,
             quantize: args.protocol == Protocol::Clip8,
+            ensemble: false,
             device: device.clone(),
         })
     };

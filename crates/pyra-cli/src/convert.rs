@@ -59,3 +59,41 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     println!("wrote {} ({} tensors)", args.output.display(), dict.len());
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The safetensors file to write.
+    output: PathBuf,
+    /// Architecture (pyramid-attention, panet, paedsr, edsr, dncnn).
+    #[arg(long)]
+    arch: String,
+    /// Official constructor argument (repeatable), e.g. `n_resblocks=8`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// `pyra init`: a freshly initialised model (PyTorch's default initialisation) as safetensors,
+/// e.g. to start training or to measure speed and memory.
+pub fn init(args: InitArgs) -> Result<()> {
+    let settings = parse_settings(&args.settings)?;
+    let arch: Arch = args.arch.parse().map_err(anyhow::Error::msg)?;
+    let config = ArchConfig::from_settings(arch, &settings).map_err(anyhow::Error::msg)?;
+    let device = backend::cpu();
+    device.seed(args.seed);
+    let dict = state_dict_of(&config.init(&device));
+    let mut metadata = HashMap::new();
+    metadata.insert("arch".to_string(), format!("{arch:?}"));
+    metadata.insert("init_seed".to_string(), args.seed.to_string());
+    save_safetensors(&dict, Some(metadata), &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "wrote {} ({} tensors, seed {})",
+        args.output.display(),
+        dict.len(),
+        args.seed
+    );
+    Ok(())
+}

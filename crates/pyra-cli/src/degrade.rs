@@ -45,7 +45,8 @@ pub struct DegradeArgs {
     /// JPEG quality, 1-100.
     #[arg(long)]
     quality: Option<u8>,
-    /// JPEG: convert colour images to gray (BT.601 Y, rounded) before compressing.
+    /// Convert colour images to gray (BT.601 Y, rounded) before degrading (the papers' gray
+    /// JPEG and denoising sets).
     #[arg(long)]
     gray: bool,
     /// Bicubic downscaling factor (2, 3, 4, ...).
@@ -86,11 +87,7 @@ pub fn run(args: DegradeArgs) -> Result<()> {
             if !(1..=100).contains(&quality) {
                 bail!("--quality must be 1-100");
             }
-            let gray = args.gray;
-            Box::new(move |img| {
-                let source = if gray { img.to_gray() } else { img.clone() };
-                jpeg_round_trip(&source, quality).map_err(anyhow::Error::msg)
-            })
+            Box::new(move |img| jpeg_round_trip(img, quality).map_err(anyhow::Error::msg))
         }
         Kind::Bicubic => {
             let scale = args.scale.context("`degrade bicubic` needs --scale")?;
@@ -115,8 +112,12 @@ pub fn run(args: DegradeArgs) -> Result<()> {
         }
     };
     let jobs = plan(&args.input, &args.output, extension)?;
+    if args.gray && args.kind == Kind::Mosaic {
+        bail!("--gray makes no sense for mosaicking, which needs RGB");
+    }
     for (input, output) in &jobs {
         let image = read_image(input)?;
+        let image = if args.gray { image.to_gray() } else { image };
         let degraded = operation(&image).with_context(|| format!("{}", input.display()))?;
         if args.float {
             write_float_image(&degraded, output)?;

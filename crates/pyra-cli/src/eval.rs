@@ -52,8 +52,14 @@ fn by_stem(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
         .collect())
 }
 
-/// Crop the ground truth to the prediction's size when it is larger by a few pixels.
+/// Crop the ground truth to the prediction's size when it is larger by a few pixels, and take
+/// its luma when the prediction is gray and the ground truth colour.
 pub fn align(gt: Image, pred: &Image) -> Result<Image> {
+    let gt = if gt.channels == 3 && pred.channels == 1 {
+        gt.to_gray()
+    } else {
+        gt
+    };
     if (gt.width, gt.height) == (pred.width, pred.height) {
         return Ok(gt);
     }

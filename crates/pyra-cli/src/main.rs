@@ -1,5 +1,6 @@
 //! `pyra`: the command-line front end.
 
+mod attention;
 mod bench;
 mod convert;
 mod degrade;
@@ -8,6 +9,7 @@ mod files;
 mod forward;
 mod model;
 mod report;
+mod restore;
 
 use std::process::ExitCode;
 
@@ -30,12 +32,18 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Convert a checkpoint (official `.pt` or safetensors) to safetensors with the same keys.
     Convert(convert::ConvertArgs),
+    /// Write a freshly initialised model as safetensors.
+    Init(convert::InitArgs),
     /// Make degraded copies of an image or folder (noise, mosaic, jpeg, bicubic).
     Degrade(degrade::DegradeArgs),
     /// Score restored images against ground truth (PSNR/SSIM, MATLAB-compatible).
     Eval(eval::EvalArgs),
     /// Run a model over benchmark sets and print a paper-style table.
     Bench(bench::BenchArgs),
+    /// Restore a photo or a folder of photos with a model (architecture read from the weights).
+    Restore(restore::RestoreArgs),
+    /// Draw the pyramid attention of chosen pixels over every level (PANet Fig. 8).
+    Attention(attention::AttentionArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,9 +51,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Forward(args) => forward::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Init(args) => convert::init(args),
         Command::Degrade(args) => degrade::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Attention(args) => attention::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

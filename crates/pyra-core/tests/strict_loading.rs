@@ -173,3 +173,57 @@ fn truncated_checkpoint_is_an_error() {
     assert!(err.contains("cut.pt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn architectures_are_detected_from_checkpoints() {
+    use pyra_core::networks::{detect, Arch};
+    let panet = detect(&official()).unwrap();
+    assert_eq!(panet.arch, Arch::PaNet);
+    assert_eq!(
+        panet.describe(),
+        "PaNet (n_resblocks=2, n_feats=64, n_colors=3, reduction=2)"
+    );
+    // The detected configuration loads its checkpoint strictly.
+    let device = backend::cpu();
+    let config = panet.config_with(&[]).unwrap();
+    assert!(load_state_dict(config.init(&device), &official(), &LoadOptions::default()).is_ok());
+    // Models built from configs are recognised from their own state dicts.
+    let cases = [
+        (
+            "edsr",
+            "n_resblocks=3 n_feats=16 scale=4",
+            "Edsr (n_resblocks=3, n_feats=16, n_colors=3, scale=4, res_scale=1)",
+        ),
+        (
+            "edsr",
+            "n_resblocks=2 n_feats=8 scale=3 n_colors=1",
+            "Edsr (n_resblocks=2, n_feats=8, n_colors=1, scale=3, res_scale=1)",
+        ),
+        (
+            "paedsr",
+            "n_resblocks=4 n_feats=16 scale=2",
+            "PaEdsr (n_resblocks=4, n_feats=16, n_colors=3, scale=2, res_scale=1, reduction=8)",
+        ),
+        (
+            "dncnn",
+            "depth=5 n_channels=8",
+            "Dncnn (depth=5, n_channels=8, image_channels=1)",
+        ),
+    ];
+    for (arch, settings, expected) in cases {
+        let settings: Vec<(String, String)> = settings
+            .split(' ')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let config =
+            pyra_core::networks::ArchConfig::from_settings(arch.parse().unwrap(), &settings)
+                .unwrap();
+        let dict = state_dict_of(&config.init(&device));
+        assert_eq!(detect(&dict).unwrap().describe(), expected);
+    }
+    let err = detect(&StateDict::default()).unwrap_err();
+    assert!(err.contains("unrecognised checkpoint"), "{err}");
+}

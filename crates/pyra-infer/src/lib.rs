@@ -1,7 +1,12 @@
-//! Pyra inference: running a restoration network over whole images.
+//! Pyra inference: running a restoration network over whole images, whatever their size.
 
 pub mod chop;
+pub mod ensemble;
+pub mod memory;
 pub mod restorer;
+pub mod tile;
 
 pub use chop::{forward_chop, ChopOptions};
+pub use ensemble::self_ensemble;
 pub use restorer::{Mode, Restorer};
+pub use tile::{forward_tiled, TileOptions};

@@ -5,6 +5,8 @@ use pyra_core::networks::AnyNetwork;
 use pyra_tasks::image::Image;
 
 use crate::chop::{forward_chop, ChopOptions};
+use crate::ensemble::self_ensemble;
+use crate::tile::{forward_tiled, TileOptions};
 
 /// How a whole image goes through the network.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -13,6 +15,8 @@ pub enum Mode {
     Whole,
     /// The official recursive quadrant split.
     Chop(ChopOptions),
+    /// Fixed-size tiles with overlap and smooth blending.
+    Tile(TileOptions),
 }
 
 pub struct Restorer {
@@ -25,17 +29,27 @@ pub struct Restorer {
     /// Round the output to 8-bit levels as the official test does (`quantize`); off for the
     /// float protocols, whose scores use the raw output.
     pub quantize: bool,
+    /// Average over the 8 flips/transpositions (self-ensemble x8).
+    pub ensemble: bool,
     pub device: Device,
 }
 
 impl Restorer {
     /// Run the network on a tensor already on the network's scale.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self.mode {
+        let once = |x: Tensor<4>| match self.mode {
             Mode::Whole => self.network.forward(x),
             Mode::Chop(options) => {
                 forward_chop(x, self.scale, options, &|t| self.network.forward(t))
             }
+            Mode::Tile(options) => {
+                forward_tiled(x, self.scale, options, &|t| self.network.forward(t))
+            }
+        };
+        if self.ensemble {
+            self_ensemble(x, &once)
+        } else {
+            once(x)
         }
     }
 

@@ -185,6 +185,33 @@ impl PyramidAttention {
         self.attention(x, &pyramid.keys)
     }
 
+    /// The soft attention weights `[P, L]` of the chosen query pixels `(y, x)` only, over the
+    /// blocks of all levels: what PANet's Fig. 8 draws. Costs one row of the score map per pixel,
+    /// so it works on images of any size.
+    pub fn attention_at(&self, x: Tensor<4>, pixels: &[(usize, usize)]) -> Tensor<2> {
+        let [_, _, _, width] = x.dims();
+        let pyramid = self.pyramid(x.clone());
+        let query = extract_patches(basic_block(&self.conv_match_L_base, x), self.ksize, 1);
+        let device = query.device();
+        let index: Vec<i64> = pixels
+            .iter()
+            .map(|&(y, px)| (y * width + px) as i64)
+            .collect();
+        let index = Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(index, [pixels.len()]),
+            &device,
+        );
+        let [_, dim, _] = query.dims();
+        let chosen = query.select(2, index).reshape([dim, pixels.len()]);
+        let [_, _, blocks] = pyramid.keys.dims();
+        let keys = pyramid.keys.reshape([dim, blocks]);
+        let scores = chosen
+            .swap_dims(0, 1)
+            .matmul(keys)
+            .mul_scalar(self.softmax_scale);
+        softmax(scores, 1)
+    }
+
     /// Sizes `(h, w)` of every pyramid level for an `height x width` input.
     pub fn level_sizes(&self, height: usize, width: usize) -> Vec<(usize, usize)> {
         self.scales

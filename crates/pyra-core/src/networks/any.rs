@@ -270,6 +270,27 @@ pub enum AnyNetwork {
 }
 
 impl AnyNetwork {
+    /// The features that enter the network's pyramid attention, and the attention block
+    /// (the first half of the body has run); `None` for networks without attention.
+    pub fn attention_input(&self, x: Tensor<4>) -> Option<(Tensor<4>, &PyramidAttention)> {
+        use super::BodyLayer;
+        let (features, body) = match self {
+            Self::PyramidAttention(m) => return Some((x, m)),
+            Self::PaNet(m) => (m.head[0].forward(x), &m.body),
+            Self::PaEdsr(m) => (m.head[0].forward(m.sub_mean.forward(x)), &m.body),
+            Self::Edsr(_) | Self::Dncnn(_) => return None,
+        };
+        let mut y = features;
+        for layer in body {
+            match layer {
+                BodyLayer::PyramidAttention(attention) => return Some((y, attention)),
+                BodyLayer::ResBlock(block) => y = block.forward(y),
+                BodyLayer::Conv(conv) => y = conv.forward(y),
+            }
+        }
+        None
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::PyramidAttention(m) => m.forward(x),

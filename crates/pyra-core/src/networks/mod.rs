@@ -2,6 +2,7 @@
 
 pub mod any;
 pub mod body;
+pub mod detect;
 pub mod dncnn;
 pub mod edsr;
 pub mod paedsr;
@@ -9,6 +10,7 @@ pub mod panet;
 
 pub use any::{AnyNetwork, Arch, ArchConfig};
 pub use body::BodyLayer;
+pub use detect::{detect, Detected};
 pub use dncnn::{Dncnn, DncnnConfig};
 pub use edsr::{Edsr, EdsrConfig};
 pub use paedsr::{PaEdsr, PaEdsrConfig};
