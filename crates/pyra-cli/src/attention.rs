@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pyra_core::backend;
-use pyra_core::networks::detect;
 use pyra_core::weights::StateDict;
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
 
@@ -57,12 +56,7 @@ fn colormap(t: f32) -> [f32; 3] {
 
 pub fn run(args: AttentionArgs) -> Result<()> {
     let dict = StateDict::read(&args.weights)?;
-    let config = match &args.arch {
-        Some(arch) => model::config(arch, &args.settings)?.1,
-        None => detect(&dict)
-            .and_then(|d| d.config_with(&model::parse_settings(&args.settings).unwrap_or_default()))
-            .map_err(anyhow::Error::msg)?,
-    };
+    let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
     let (network, _) = model::load(
         &config,

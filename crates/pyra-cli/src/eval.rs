@@ -30,7 +30,8 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
 }
 
-fn by_stem(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
+/// The images of a folder (or one file) by file stem.
+pub fn by_stem(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let files = if path.is_dir() {
         list_images(path)?
     } else if path.is_file() {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use pyra_core::burn::tensor::Device;
-use pyra_core::networks::{AnyNetwork, Arch, ArchConfig};
+use pyra_core::networks::{detect, AnyNetwork, Arch, ArchConfig};
 use pyra_core::weights::{load_state_dict, LoadOptions, LoadReport, StateDict};
 
 /// Parse `KEY=VALUE` settings.
@@ -49,4 +49,29 @@ pub fn load_file(config: &ArchConfig, path: &Path, device: &Device) -> Result<An
     let dict = StateDict::read(path)?;
     let (network, _) = load(config, &dict, &path.display().to_string(), false, device)?;
     Ok(network)
+}
+
+/// The configuration for a checkpoint: from `--arch` and `--set` when an architecture is
+/// given, else detected from the checkpoint's keys and shapes with `--set` overrides.
+pub fn configure(
+    arch: Option<&str>,
+    settings: &[String],
+    dict: &StateDict,
+    origin: &Path,
+) -> Result<ArchConfig> {
+    match arch {
+        Some(arch) => Ok(config(arch, settings)?.1),
+        None => {
+            let detected = detect(dict).map_err(anyhow::Error::msg)?;
+            let config = detected
+                .config_with(&parse_settings(settings)?)
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "model: {} (detected from {})",
+                detected.describe(),
+                origin.display()
+            );
+            Ok(config)
+        }
+    }
 }

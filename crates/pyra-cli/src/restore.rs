@@ -7,22 +7,21 @@
 //! outputs are skipped unless `--overwrite`, `--shard i/n` takes every n-th image from the i-th,
 //! and a progress bar shows images/s and the ETA. With `--gt`, PSNR/SSIM per image and the mean.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pyra_core::backend;
-use pyra_core::networks::{detect, ArchConfig};
+use pyra_core::networks::ArchConfig;
 use pyra_core::weights::StateDict;
 use pyra_infer::memory::{default_budget, estimate_forward_bytes, largest_tile};
 use pyra_infer::{ChopOptions, Mode, Restorer, TileOptions};
-use pyra_tasks::image::{list_images, read_image, write_png, Depth, Image};
+use pyra_tasks::image::{read_image, write_png, Depth, Image};
 use pyra_tasks::metrics::{psnr, ssim, MetricOptions};
 
-use crate::eval::align;
+use crate::eval::{align, by_stem};
 use crate::files::plan;
 use crate::model;
 use crate::report::format_bytes;
@@ -107,26 +106,6 @@ fn parse_shard(text: &str) -> Result<(usize, usize)> {
     Ok((i, n))
 }
 
-/// The network configuration: detected, or from --arch, with --set overrides.
-fn configure(args: &RestoreArgs, dict: &StateDict) -> Result<ArchConfig> {
-    let overrides = model::parse_settings(&args.settings)?;
-    match &args.arch {
-        Some(arch) => Ok(model::config(arch, &args.settings)?.1),
-        None => {
-            let detected = detect(dict).map_err(anyhow::Error::msg)?;
-            let config = detected
-                .config_with(&overrides)
-                .map_err(anyhow::Error::msg)?;
-            eprintln!(
-                "model: {} (detected from {})",
-                detected.describe(),
-                args.weights.display()
-            );
-            Ok(config)
-        }
-    }
-}
-
 /// The mode for one image of `height x width`.
 fn choose_mode(
     args: &RestoreArgs,
@@ -175,31 +154,9 @@ fn choose_mode(
     }
 }
 
-fn ground_truths(path: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let files = if path.is_dir() {
-        list_images(path)?
-    } else if path.is_file() {
-        vec![path.to_path_buf()]
-    } else {
-        bail!("the ground truth {} does not exist", path.display())
-    };
-    Ok(files
-        .into_iter()
-        .map(|f| {
-            (
-                f.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                f,
-            )
-        })
-        .collect())
-}
-
 pub fn run(args: RestoreArgs) -> Result<()> {
     let dict = StateDict::read(&args.weights)?;
-    let config = configure(&args, &dict)?;
+    let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
     let (network, _) = model::load(
         &config,
@@ -237,7 +194,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     let (jobs, skipped): (Vec<_>, Vec<_>) = jobs
         .into_iter()
         .partition(|(_, out)| args.overwrite || !out.exists());
-    let gts = args.gt.as_deref().map(ground_truths).transpose()?;
+    let gts = args.gt.as_deref().map(by_stem).transpose()?;
     let options = MetricOptions {
         y_channel: args.y,
         shave: args.shave.unwrap_or(if scale > 1 { scale } else { 0 }),
