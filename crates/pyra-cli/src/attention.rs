@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pyra_core::backend;
-use pyra_core::weights::StateDict;
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
 
 use crate::model;
@@ -55,7 +54,7 @@ fn colormap(t: f32) -> [f32; 3] {
 }
 
 pub fn run(args: AttentionArgs) -> Result<()> {
-    let dict = StateDict::read(&args.weights)?;
+    let dict = model::read_weights(&args.weights)?;
     let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
     let (network, _) = model::load(

@@ -66,13 +66,13 @@ pub struct BenchArgs {
     /// `identity` scores the degraded input itself (the tables' baseline rows).
     #[arg(long)]
     model: Option<String>,
-    /// Architecture of the model (see `pyra forward`).
+    /// Architecture of the model (default: detected from the weights).
     #[arg(long)]
     arch: Option<String>,
     /// Official constructor argument of --arch (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
-    /// Weights of the model (.pt or .safetensors).
+    /// Weights of the model (.pt, .safetensors, or a bundled model such as pyra-dn25).
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Noise protocol for denoising.
@@ -115,19 +115,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         _ if args.levels.is_empty() => bail!("--levels is required for {:?}", args.task),
         _ => args.levels.clone(),
     };
-    let identity = match (&args.model, &args.arch) {
+    let identity = match (&args.model, &args.weights) {
         (Some(m), None) if m == "identity" => true,
-        (Some(m), _) => bail!("unknown --model `{m}` (use identity, or --arch with --weights)"),
+        (Some(m), _) => bail!("unknown --model `{m}` (use identity, or --weights FILE)"),
         (None, Some(_)) => false,
-        (None, None) => bail!("give --model identity or --arch A --weights FILE"),
+        (None, None) => {
+            bail!("give --model identity or --weights FILE (architecture detected, or --arch)")
+        }
     };
     let device = backend::default_device();
     let restorer = if identity {
         None
     } else {
-        let (_, config) = model::config(args.arch.as_deref().unwrap(), &args.settings)?;
-        let weights = args.weights.as_ref().context("--arch needs --weights")?;
-        let network = model::load_file(&config, weights, &device)?;
+        let weights = args.weights.as_ref().expect("checked above");
+        let dict = model::read_weights(weights)?;
+        let config = model::configure(args.arch.as_deref(), &args.settings, &dict, weights)?;
+        let (network, _) = model::load(
+            &config,
+            &dict,
+            &weights.display().to_string(),
+            false,
+            &device,
+        )?;
         let mode = match args.mode.unwrap_or(if config.has_attention() {
             RunMode::Chop
         } else {
@@ -157,7 +166,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if identity {
             "identity".into()
         } else {
-            args.arch.clone().unwrap_or_default()
+            args.weights
+                .as_ref()
+                .and_then(|w| w.file_stem())
+                .map(|w| w.to_string_lossy().into_owned())
+                .unwrap_or_default()
         }
     });
 

@@ -4,12 +4,14 @@ mod attention;
 mod bench;
 mod convert;
 mod degrade;
+mod demo;
 mod eval;
 mod files;
 mod forward;
 mod model;
 mod report;
 mod restore;
+mod train;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Restore the bundled sample photo with a bundled model and show the gain (no data
+    /// needed).
+    Demo(demo::DemoArgs),
     /// Run one module on a tensor from a safetensors file (the parity contract with PyTorch).
     Forward(forward::ForwardArgs),
     /// Convert a checkpoint (official `.pt` or safetensors) to safetensors with the same keys.
@@ -44,11 +49,14 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Draw the pyramid attention of chosen pixels over every level (PANet Fig. 8).
     Attention(attention::AttentionArgs),
+    /// Train a network from a recipe (TOML file or preset); resumable.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Forward(args) => forward::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Init(args) => convert::init(args),
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Attention(args) => attention::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,11 +44,20 @@ pub fn load(
         .with_context(|| format!("cannot load {origin}"))
 }
 
-/// Read a weights file and load it into a new network of `config`.
-pub fn load_file(config: &ArchConfig, path: &Path, device: &Device) -> Result<AnyNetwork> {
-    let dict = StateDict::read(path)?;
-    let (network, _) = load(config, &dict, &path.display().to_string(), false, device)?;
-    Ok(network)
+/// Read weights: a `.pt` / safetensors file, or the name of a bundled model (`pyra-dn25`,
+/// ...) when no such file exists.
+pub fn read_weights(path: &Path) -> Result<StateDict> {
+    if !path.exists() {
+        if let Some(bundled) = path.to_str().and_then(pyra_infer::bundled::find) {
+            return Ok(bundled.weights()?);
+        }
+        bail!(
+            "{}: no such file (nor a bundled model: {})",
+            path.display(),
+            pyra_infer::bundled::names()
+        );
+    }
+    Ok(StateDict::read(path)?)
 }
 
 /// The configuration for a checkpoint: from `--arch` and `--set` when an architecture is

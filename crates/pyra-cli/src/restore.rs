@@ -15,7 +15,6 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pyra_core::backend;
 use pyra_core::networks::ArchConfig;
-use pyra_core::weights::StateDict;
 use pyra_infer::memory::{default_budget, estimate_forward_bytes, largest_tile};
 use pyra_infer::{ChopOptions, Mode, Restorer, TileOptions};
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
@@ -44,7 +43,8 @@ pub struct RestoreArgs {
     input: PathBuf,
     /// The output PNG, or a folder.
     output: PathBuf,
-    /// Model weights: an official `model_best.pt` or Pyra safetensors.
+    /// Model weights: an official `model_best.pt`, Pyra safetensors, or a bundled model
+    /// (pyra-dn25, pyra-dn50, pyra-sr2).
     #[arg(long)]
     weights: PathBuf,
     /// Architecture (default: detected from the checkpoint).
@@ -155,7 +155,7 @@ fn choose_mode(
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
-    let dict = StateDict::read(&args.weights)?;
+    let dict = model::read_weights(&args.weights)?;
     let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
     let (network, _) = model::load(

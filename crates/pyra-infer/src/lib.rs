@@ -1,5 +1,6 @@
 //! Pyra inference: running a restoration network over whole images, whatever their size.
 
+pub mod bundled;
 pub mod chop;
 pub mod ensemble;
 pub mod memory;

@@ -12,7 +12,10 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
     let pixels = (height * width) as u64;
     let (features, scales): (u64, Option<&[f64]>) = match config {
         ArchConfig::PyramidAttention(c) => (c.channel as u64, Some(&c.scales)),
-        ArchConfig::PaNet(c) => (c.n_feats as u64, Some(&c.attention.scales)),
+        ArchConfig::PaNet(c) => (
+            c.n_feats as u64,
+            c.with_attention.then_some(c.attention.scales.as_slice()),
+        ),
         ArchConfig::PaEdsr(c) => (c.n_feats as u64, Some(&c.attention.scales)),
         ArchConfig::Edsr(c) => (c.n_feats as u64, None),
         ArchConfig::Dncnn(c) => (c.n_channels as u64, None),

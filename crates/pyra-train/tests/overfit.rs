@@ -20,10 +20,16 @@ fn small_panet_overfits_one_patch() {
     let clean = Tensor::<4>::random([1, 3, 24, 24], Distribution::Uniform(0.2, 0.8), &device);
     let noisy =
         clean.clone() + Tensor::random([1, 3, 24, 24], Distribution::Normal(0.0, 0.1), &device);
-    let first = trainer.train_step(noisy.clone(), clean.clone(), 2e-3);
+    let first = trainer
+        .train_step(noisy.clone(), clean.clone(), 2e-3)
+        .unwrap()
+        .loss;
     let mut last = first;
     for _ in 0..300 {
-        last = trainer.train_step(noisy.clone(), clean.clone(), 2e-3);
+        last = trainer
+            .train_step(noisy.clone(), clean.clone(), 2e-3)
+            .unwrap()
+            .loss;
     }
     println!(
         "L1 loss: {first:.4} -> {last:.5} after {} steps",
@@ -46,7 +52,9 @@ fn attention_parameters_receive_updates_and_shared_prelu_stays_tied() {
     let before = state_dict_of(&trainer.model);
     let x = Tensor::<4>::random([2, 3, 16, 16], Distribution::Uniform(0.0, 1.0), &device);
     for _ in 0..3 {
-        trainer.train_step(x.clone(), x.clone().mul_scalar(0.5), 1e-3);
+        trainer
+            .train_step(x.clone(), x.clone().mul_scalar(0.5), 1e-3)
+            .unwrap();
     }
     let after = state_dict_of(&trainer.model);
     for key in [

@@ -120,6 +120,7 @@ impl ArchConfig {
                     "n_colors" => c.n_colors = parse(key, value)?,
                     "res_scale" => c.res_scale = parse(key, value)?,
                     "rgb_range" => c.rgb_range = parse(key, value)?,
+                    "attention" => c.with_attention = parse_bool(key, value)?,
                     // DN_RGB reuses `--scale` for the noise level; the network ignores it.
                     "scale" => {
                         parse::<f64>(key, value)?;
@@ -129,7 +130,7 @@ impl ArchConfig {
                         return Err(unknown(
                             "panet",
                             key,
-                            &format!("n_resblocks, n_feats, n_colors, res_scale, rgb_range, scale, {ATTENTION_KEYS}"),
+                            &format!("n_resblocks, n_feats, n_colors, res_scale, rgb_range, scale, attention, {ATTENTION_KEYS}"),
                         ))
                     }
                 },
@@ -239,10 +240,11 @@ impl ArchConfig {
     /// Whether the network contains pyramid attention (its memory grows with the image
     /// squared when run whole).
     pub fn has_attention(&self) -> bool {
-        matches!(
-            self,
-            Self::PyramidAttention(_) | Self::PaNet(_) | Self::PaEdsr(_)
-        )
+        match self {
+            Self::PyramidAttention(_) | Self::PaEdsr(_) => true,
+            Self::PaNet(c) => c.with_attention,
+            Self::Edsr(_) | Self::Dncnn(_) => false,
+        }
     }
 
     pub fn init(&self, device: &Device) -> AnyNetwork {

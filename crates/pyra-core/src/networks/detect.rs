@@ -49,7 +49,7 @@ fn count(dict: &StateDict, pattern: impl Fn(&str) -> bool) -> usize {
 
 /// Detect the architecture of `dict`; the error says what was looked for.
 pub fn detect(dict: &StateDict) -> Result<Detected, String> {
-    let s = |k: &str, v: usize| (k.to_string(), v.to_string());
+    let s = |k: &str, v: &dyn std::fmt::Display| (k.to_string(), v.to_string());
     if let Some(first) = shape(dict, "dncnn.0.weight") {
         let depth = count(dict, |k| {
             k.starts_with("dncnn.")
@@ -59,9 +59,9 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
         return Ok(Detected {
             arch: Arch::Dncnn,
             settings: vec![
-                s("depth", depth),
-                s("n_channels", first[0]),
-                s("image_channels", first[1]),
+                s("depth", &depth),
+                s("n_channels", &first[0]),
+                s("image_channels", &first[1]),
             ],
         });
     }
@@ -84,16 +84,16 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
         .map(|m| n_feats / m[0].max(1));
     let upsampler = shape(dict, "tail.0.0.weight");
     let mut settings = vec![
-        s("n_resblocks", n_resblocks),
-        s("n_feats", n_feats),
-        s("n_colors", n_colors),
+        s("n_resblocks", &n_resblocks),
+        s("n_feats", &n_feats),
+        s("n_colors", &n_colors),
     ];
     let arch = match (upsampler, attention_key.is_some()) {
         (None, true) => Arch::PaNet,
         (Some(up), with_attention) => {
             let convs = count(dict, |k| k.starts_with("tail.0.") && k.ends_with(".weight"));
             let scale = if up[0] == 9 * n_feats { 3 } else { 1 << convs };
-            settings.push(s("scale", scale));
+            settings.push(s("scale", &scale));
             settings.push((
                 "res_scale".into(),
                 if n_feats == 256 { "0.1" } else { "1" }.into(),
@@ -104,16 +104,14 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
                 Arch::Edsr
             }
         }
+        // PANet's trunk without its attention (the ablation baseline).
         (None, false) => {
-            return Err(
-                "unrecognised checkpoint: `head.0.weight` but neither an upsampler \
-                        (`tail.0.0.weight`) nor a pyramid attention in the body"
-                    .into(),
-            )
+            settings.push(s("attention", &"false"));
+            Arch::PaNet
         }
     };
     if let Some(r) = reduction {
-        settings.push(s("reduction", r));
+        settings.push(s("reduction", &r));
     }
     Ok(Detected { arch, settings })
 }

@@ -30,6 +30,10 @@ pub struct PaNetConfig {
     /// Pixel value range of the input (official default 1).
     #[config(default = 1.0)]
     pub rgb_range: f64,
+    /// Whether the body has its pyramid attention (`false` gives the paper's ablation
+    /// baseline "w/o PA", a plain residual trunk; not an official argument).
+    #[config(default = true)]
+    pub with_attention: bool,
     /// The attention block (its `channel` is set to `n_feats`).
     #[config(default = "PyramidAttentionConfig::new()")]
     pub attention: PyramidAttentionConfig,
@@ -49,11 +53,12 @@ impl PaNetConfig {
 
     pub fn init(&self, device: &Device) -> PaNet {
         let shared_prelu = Activation::PReLU(Prelu::new(device));
-        let attention = self
-            .attention
-            .clone()
-            .with_channel(self.n_feats)
-            .init(device);
+        let attention = self.with_attention.then(|| {
+            self.attention
+                .clone()
+                .with_channel(self.n_feats)
+                .init(device)
+        });
         PaNet {
             sub_mean: MeanShift::new(self.rgb_range as f32, -1.0, device),
             add_mean: MeanShift::new(self.rgb_range as f32, 1.0, device),
@@ -63,7 +68,7 @@ impl PaNetConfig {
                 self.n_feats,
                 &shared_prelu,
                 self.res_scale,
-                Some(attention),
+                attention,
                 device,
             ),
             tail: vec![default_conv(self.n_feats, self.n_colors, 3, device)],

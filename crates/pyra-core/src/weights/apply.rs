@@ -75,6 +75,7 @@ struct Slot {
     path: String,
     id: ParamId,
     shape: Vec<usize>,
+    trainable: bool,
 }
 
 #[derive(Default)]
@@ -95,6 +96,7 @@ impl ModuleVisitor for SlotCollector {
             path: self.tracker.path(),
             id: param.id,
             shape: param.lazy_shape().to_vec(),
+            trainable: param.is_require_grad(),
         });
     }
 }
@@ -370,4 +372,33 @@ pub fn gradients_of<M: Module>(module: &M, grads: &Gradients) -> StateDict {
     };
     module.visit(&mut exporter);
     exporter.dict
+}
+
+/// For every parameter key that aliases an earlier one (same `ParamId`), the earlier key:
+/// `{"body.3.body.1.weight": "body.0.body.1.weight", ...}`. Optimisers keep one state per
+/// shared tensor, as PyTorch's `parameters()` yields a shared parameter once.
+pub fn alias_map<M: Module>(module: &M) -> HashMap<String, String> {
+    let mut first: HashMap<ParamId, String> = HashMap::new();
+    let mut aliases = HashMap::new();
+    for slot in collect_slots(module) {
+        match first.get(&slot.id) {
+            Some(primary) => {
+                aliases.insert(slot.path, primary.clone());
+            }
+            None => {
+                first.insert(slot.id, slot.path);
+            }
+        }
+    }
+    aliases
+}
+
+/// The keys of the parameters an optimiser updates (frozen ones such as `MeanShift` and the
+/// attention's `escape_NaN` buffer are left out).
+pub fn trainable_keys<M: Module>(module: &M) -> HashSet<String> {
+    collect_slots(module)
+        .into_iter()
+        .filter(|slot| slot.trainable)
+        .map(|slot| slot.path)
+        .collect()
 }

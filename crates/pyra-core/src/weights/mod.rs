@@ -14,7 +14,8 @@ mod torch_zip;
 use std::path::Path;
 
 pub use apply::{
-    gradients_of, load_state_dict, state_dict_of, tie_shared_params, LoadOptions, LoadReport,
+    alias_map, gradients_of, load_state_dict, state_dict_of, tie_shared_params, trainable_keys,
+    LoadOptions, LoadReport,
 };
 pub use safetensors_io::{read_safetensors, save_safetensors, write_safetensors};
 pub use torch_zip::read_torch_zip;

@@ -1,0 +1,206 @@
+//! `pyra train` and `pyra demo` end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pyra_tasks::degrade::{add_gaussian_noise, NoiseProtocol};
+use pyra_tasks::image::{read_image, write_png, Depth, Image};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pyra-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn pyra(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn photo(i: usize) -> Image {
+    let (w, h) = (48, 40);
+    let mut data = Vec::new();
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let disc = if (x as i32 - 20).pow(2) + (y as i32 - 18).pow(2) < 120 {
+                    90.0
+                } else {
+                    0.0
+                };
+                data.push(((x * 2 + y * 3 + c * 30 + i * 11) % 140) as f32 + disc);
+            }
+        }
+    }
+    Image::new(w, h, 3, data)
+}
+
+#[test]
+fn a_short_run_writes_everything_and_its_weights_restore() {
+    let dir = scratch("run");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..3 {
+        write_png(&photo(i), data.join(format!("{i}.png")), Depth::Eight).unwrap();
+    }
+    let config = dir.join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+name = "cli"
+[model]
+arch = "panet"
+settings = {{ n_resblocks = 2, n_feats = 8, attention = false }}
+[task]
+kind = "denoise"
+sigma = 25
+[data]
+train = "{}"
+patch_size = 24
+batch_size = 2
+holdout = 1
+[optim]
+loss = "l1"
+lr = 1e-3
+steps = 4
+[validation]
+every = 2
+[output]
+dir = "{}"
+log_every = 1
+"#,
+            s(&data),
+            s(&dir.join("out"))
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = pyra(&["train", "--config", s(&config), "--quiet"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("step 4/4 (finished)"), "{stdout}");
+    let out = dir.join("out");
+    for file in [
+        "checkpoint_latest.safetensors",
+        "model_best.safetensors",
+        "model_latest.safetensors",
+        "log.csv",
+        "validation.csv",
+        "loss.png",
+        "validation_psnr.png",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("log.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+    // Plots are real PNGs of the documented size.
+    let plot = read_image(out.join("loss.png")).unwrap();
+    assert_eq!((plot.width, plot.height), (800, 480));
+
+    // Running again without --resume would overwrite the run: refused, nothing touched.
+    let before = std::fs::read(out.join("checkpoint_latest.safetensors")).unwrap();
+    let (ok, _, stderr) = pyra(&["train", "--config", s(&config), "--quiet"]);
+    assert!(!ok);
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert_eq!(
+        before,
+        std::fs::read(out.join("checkpoint_latest.safetensors")).unwrap()
+    );
+
+    // The exported weights are recognised by `pyra restore` without flags.
+    let noisy = add_gaussian_noise(&photo(7), 25.0, 1, NoiseProtocol::Clip8);
+    write_png(&noisy, dir.join("noisy.png"), Depth::Eight).unwrap();
+    let (ok, _, stderr) = pyra(&[
+        "restore",
+        s(&dir.join("noisy.png")),
+        s(&dir.join("restored.png")),
+        "--weights",
+        s(&out.join("model_best.safetensors")),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("attention=false"), "{stderr}");
+    assert_eq!(read_image(dir.join("restored.png")).unwrap().width, 48);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_train_invocations_are_refused_with_the_reason() {
+    let (ok, _, stderr) = pyra(&["train", "--preset", "nope"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown preset `nope`") && stderr.contains("pyra-dn25"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = pyra(&["train", "--preset", "pyra-dn25", "--set", "optim.lr=0"]);
+    assert!(!ok);
+    assert!(stderr.contains("optim.lr"), "{stderr}");
+    let dir = scratch("noresume");
+    let (ok, _, stderr) = pyra(&[
+        "train",
+        "--preset",
+        "pyra-dn25",
+        "--set",
+        &format!("output.dir=\"{}\"", s(&dir.join("none"))),
+        "--resume",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    // Presets print as TOML that parses back.
+    let (ok, stdout, _) = pyra(&["train", "--preset", "paedsr-x4", "--print-config"]);
+    assert!(ok);
+    assert!(
+        stdout.contains("scale = 4") && stdout.contains("patch_size = 192"),
+        "{stdout}"
+    );
+}
+
+fn psnrs(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split("PSNR").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The README's first command: the bundled models restore the bundled photo, clearly.
+#[test]
+fn the_demo_improves_the_photo_with_every_bundled_model() {
+    let dir = scratch("demo");
+    for (args, min_gain) in [
+        (vec!["--sigma", "25"], 6.0),
+        (vec!["--sigma", "50"], 8.0),
+        (vec!["--task", "sr"], 0.5),
+    ] {
+        let out = dir.join("demo.png");
+        let mut all = vec!["demo", "--out", s(&out)];
+        all.extend(args.iter().copied());
+        let (ok, stdout, stderr) = pyra(&all);
+        assert!(ok, "{stderr}");
+        let p = psnrs(&stdout);
+        assert_eq!(p.len(), 2, "{stdout}");
+        println!("demo {args:?}: {:.2} -> {:.2} dB", p[0], p[1]);
+        assert!(p[1] > p[0] + min_gain, "{args:?}: {stdout}");
+        let picture = read_image(&out).unwrap();
+        assert!(picture.width > 3 * 300, "side by side: {}", picture.width);
+    }
+    let (ok, _, stderr) = pyra(&["demo", "--sigma", "30"]);
+    assert!(!ok);
+    assert!(stderr.contains("sigma 30"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,73 @@
+//! The models Pyra ships, trained with `pyra train` on `CBSD432` only (recipes in `configs/`,
+//! model cards in `models/`), compiled into the library so they work with no files around.
+
+use pyra_core::weights::{StateDict, WeightsError};
+
+/// A bundled model.
+#[derive(Debug, Clone, Copy)]
+pub struct BundledModel {
+    /// Name, also the preset of its training recipe.
+    pub name: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// safetensors bytes (plain state-dict keys; the architecture is detected from them).
+    pub bytes: &'static [u8],
+}
+
+/// Every bundled model.
+pub const BUNDLED: &[BundledModel] = &[
+    BundledModel {
+        name: "pyra-dn25",
+        summary: "colour denoising, Gaussian noise sigma 25 (0-255 scale)",
+        bytes: include_bytes!("../../../models/pyra-dn25.safetensors"),
+    },
+    BundledModel {
+        name: "pyra-dn50",
+        summary: "colour denoising, Gaussian noise sigma 50 (0-255 scale)",
+        bytes: include_bytes!("../../../models/pyra-dn50.safetensors"),
+    },
+    BundledModel {
+        name: "pyra-sr2",
+        summary: "x2 super-resolution of bicubic-downscaled colour images",
+        bytes: include_bytes!("../../../models/pyra-sr2.safetensors"),
+    },
+];
+
+/// The bundled model called `name`.
+pub fn find(name: &str) -> Option<&'static BundledModel> {
+    BUNDLED.iter().find(|m| m.name == name)
+}
+
+impl BundledModel {
+    /// Its weights.
+    pub fn weights(&self) -> Result<StateDict, WeightsError> {
+        StateDict::from_bytes(self.bytes, self.name)
+    }
+}
+
+/// `pyra-dn25, pyra-dn50, ...` for messages.
+pub fn names() -> String {
+    BUNDLED
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyra_core::networks::detect;
+
+    #[test]
+    fn every_bundled_model_reads_and_is_recognised() {
+        for model in BUNDLED {
+            let weights = model.weights().unwrap();
+            let detected = detect(&weights).unwrap();
+            let config = detected.config_with(&[]).unwrap();
+            let expected_scale = if model.name.contains("sr2") { 2 } else { 1 };
+            assert_eq!(config.scale(), expected_scale, "{}", model.name);
+            assert_eq!(config.input_channels(), 3, "{}", model.name);
+        }
+    }
+}

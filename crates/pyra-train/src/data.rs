@@ -1,0 +1,382 @@
+//! Training data: clean images decoded once and cached as 8-bit planes, random patches, the 8
+//! flips/rotations, the task's degradation, and worker threads that make batches ahead of the
+//! model.
+//!
+//! Every batch is a pure function of `(seed, step)`: its generator is ChaCha8 seeded with the
+//! run's seed on stream `step`. Any worker can make any batch, the order never depends on
+//! thread timing, and a resumed run sees exactly the batches an uninterrupted run sees: the
+//! data RNG state of a checkpoint is `(seed, step)`.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use pyra_tasks::degrade::{
+    add_gaussian_noise, imresize, jpeg_round_trip, mosaic_grbg, NoiseProtocol, Resize,
+};
+use pyra_tasks::image::{list_images, read_image, Image};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::TaskConfig;
+
+/// A clean image kept as 8-bit planes (a quarter of the memory of f32).
+#[derive(Debug, Clone)]
+pub struct CleanImage {
+    pub name: String,
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    /// Planar: `pixels[(c * height + y) * width + x]`.
+    pub pixels: Vec<u8>,
+}
+
+impl CleanImage {
+    fn from_image(name: String, image: &Image) -> Self {
+        Self {
+            name,
+            width: image.width,
+            height: image.height,
+            channels: image.channels,
+            pixels: image.to_u8_values(),
+        }
+    }
+
+    /// The whole image as an [`Image`].
+    pub fn to_image(&self) -> Image {
+        Image::new(
+            self.width,
+            self.height,
+            self.channels,
+            self.pixels.iter().map(|&v| v as f32).collect(),
+        )
+    }
+
+    /// A `size x size` patch at (x, y) under one of the 8 dihedral transforms (bit 0: mirror
+    /// left-right, bit 1: mirror top-bottom, bit 2: transpose), as the official `augment`.
+    pub fn patch(&self, x: usize, y: usize, size: usize, transform: u8) -> Image {
+        let mut out = Image::zeros(size, size, self.channels);
+        for c in 0..self.channels {
+            let plane = &self.pixels[c * self.width * self.height..][..self.width * self.height];
+            let dst = out.plane_mut(c);
+            for oy in 0..size {
+                for ox in 0..size {
+                    let (mut sy, mut sx) = if transform & 4 != 0 {
+                        (ox, oy)
+                    } else {
+                        (oy, ox)
+                    };
+                    if transform & 1 != 0 {
+                        sx = size - 1 - sx;
+                    }
+                    if transform & 2 != 0 {
+                        sy = size - 1 - sy;
+                    }
+                    dst[oy * size + ox] = plane[(y + sy) * self.width + x + sx] as f32;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The clean images of one or more folders, in name order.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSet {
+    pub images: Vec<CleanImage>,
+}
+
+impl ImageSet {
+    /// Decode every image of `folders` (gray: BT.601 luma, as the gray tasks use).
+    pub fn load(folders: &[PathBuf], gray: bool) -> Result<Self, String> {
+        let mut images = Vec::new();
+        for folder in folders {
+            let files = list_images(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+            if files.is_empty() {
+                return Err(format!("{} holds no images", folder.display()));
+            }
+            for file in files {
+                let image = read_image(&file).map_err(|e| e.to_string())?;
+                let image = if gray && image.channels != 1 {
+                    image.to_gray().quantized()
+                } else if !gray && image.channels == 1 {
+                    return Err(format!(
+                        "{} is gray but the task trains on colour",
+                        file.display()
+                    ));
+                } else {
+                    image
+                };
+                let name = file
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                images.push(CleanImage::from_image(name, &image));
+            }
+        }
+        Ok(Self { images })
+    }
+
+    /// Keep the last `count` images apart: `(training, held out)`.
+    pub fn split_holdout(mut self, count: usize) -> Result<(Self, Self), String> {
+        if count >= self.images.len() {
+            return Err(format!(
+                "data.holdout {count} leaves no training images (there are {})",
+                self.images.len()
+            ));
+        }
+        let held = self.images.split_off(self.images.len() - count);
+        Ok((self, Self { images: held }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+}
+
+/// Degrade a clean image as `task` does, drawing its random choices (noise level, noise seed,
+/// quality) from `rng`. Returns the network input.
+pub fn degrade(task: &TaskConfig, clean: &Image, rng: &mut ChaCha8Rng) -> Image {
+    let uniform = |rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)| {
+        if hi > lo {
+            rng.random_range(lo..=hi)
+        } else {
+            lo
+        }
+    };
+    match task {
+        TaskConfig::Denoise { sigma, .. } => {
+            let sigma = uniform(rng, sigma.bounds());
+            add_gaussian_noise(clean, sigma, rng.next_u64(), NoiseProtocol::Clip8)
+        }
+        TaskConfig::Jpeg { quality } => {
+            let q = uniform(rng, quality.bounds()).round().clamp(1.0, 100.0) as u8;
+            jpeg_round_trip(clean, q).expect("libjpeg encodes an 8-bit image")
+        }
+        TaskConfig::Mosaic {} => mosaic_grbg(clean),
+        TaskConfig::Sr { scale } => imresize(
+            clean,
+            Resize {
+                scale: 1.0 / *scale as f64,
+            },
+        ),
+    }
+}
+
+/// One batch, NCHW values scaled to the network's pixel range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub step: u64,
+    pub input: Vec<f32>,
+    pub input_shape: [usize; 4],
+    pub target: Vec<f32>,
+    pub target_shape: [usize; 4],
+}
+
+/// Makes the batch of any step.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    pub images: Arc<ImageSet>,
+    pub task: TaskConfig,
+    /// Target patch side.
+    pub patch_size: usize,
+    pub batch_size: usize,
+    pub augment: bool,
+    pub seed: u64,
+    pub rgb_range: f32,
+}
+
+impl Sampler {
+    /// Check that every image can give a patch.
+    pub fn check(&self) -> Result<(), String> {
+        if self.images.is_empty() {
+            return Err("no training images".into());
+        }
+        if let Some(small) = self
+            .images
+            .images
+            .iter()
+            .find(|i| i.width < self.patch_size || i.height < self.patch_size)
+        {
+            return Err(format!(
+                "training image {} ({}x{}) is smaller than the patch size {}",
+                small.name, small.width, small.height, self.patch_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The batch of `step`.
+    pub fn batch(&self, step: u64) -> Batch {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(step);
+        let p = self.patch_size;
+        let s = self.task.scale();
+        let channels = self.images.images[0].channels;
+        let lr = p / s;
+        let mut input = Vec::with_capacity(self.batch_size * channels * lr * lr);
+        let mut target = Vec::with_capacity(self.batch_size * channels * p * p);
+        let unit = self.rgb_range / 255.0;
+        for _ in 0..self.batch_size {
+            let image = &self.images.images[rng.random_range(0..self.images.len())];
+            let x = rng.random_range(0..=image.width - p);
+            let y = rng.random_range(0..=image.height - p);
+            let transform = if self.augment {
+                rng.random_range(0..8u8)
+            } else {
+                0
+            };
+            let clean = image.patch(x, y, p, transform);
+            let degraded = degrade(&self.task, &clean, &mut rng);
+            input.extend(degraded.data.iter().map(|v| v * unit));
+            target.extend(clean.data.iter().map(|v| v * unit));
+        }
+        Batch {
+            step,
+            input,
+            input_shape: [self.batch_size, channels, lr, lr],
+            target,
+            target_shape: [self.batch_size, channels, p, p],
+        }
+    }
+}
+
+/// Worker threads that make batches `first_step, first_step + 1, ...` ahead of the model and
+/// hand them over in step order.
+pub struct Prefetcher {
+    receivers: Vec<Receiver<Batch>>,
+    next_step: u64,
+    first_step: u64,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// `workers` threads, each keeping up to `depth` batches ready.
+    pub fn start(sampler: Sampler, first_step: u64, workers: usize, depth: usize) -> Self {
+        let sampler = Arc::new(sampler);
+        let workers = workers.max(1) as u64;
+        let mut receivers = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (sender, receiver) = sync_channel(depth.max(1));
+            let sampler = Arc::clone(&sampler);
+            handles.push(std::thread::spawn(move || {
+                let mut step = first_step + w;
+                // Stops when the receiver is dropped.
+                while sender.send(sampler.batch(step)).is_ok() {
+                    step += workers;
+                }
+            }));
+            receivers.push(receiver);
+        }
+        Self {
+            receivers,
+            next_step: first_step,
+            first_step,
+            handles,
+        }
+    }
+
+    /// The next batch in step order (blocks until its worker has made it).
+    pub fn next_batch(&mut self) -> Batch {
+        let worker = ((self.next_step - self.first_step) % self.receivers.len() as u64) as usize;
+        let batch = self.receivers[worker]
+            .recv()
+            .expect("data worker threads live as long as the prefetcher");
+        debug_assert_eq!(batch.step, self.next_step);
+        self.next_step += 1;
+        batch
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Dropping the receivers ends the workers' loops at their next send.
+        self.receivers.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Level;
+
+    fn sampler(workers_seed: u64) -> Sampler {
+        let mut pixels = Vec::new();
+        for c in 0..3u32 {
+            for y in 0..20u32 {
+                for x in 0..30u32 {
+                    pixels.push(((x * 7 + y * 3 + c * 50) % 256) as u8);
+                }
+            }
+        }
+        let image = CleanImage {
+            name: "a".into(),
+            width: 30,
+            height: 20,
+            channels: 3,
+            pixels,
+        };
+        Sampler {
+            images: Arc::new(ImageSet {
+                images: vec![image],
+            }),
+            task: TaskConfig::Denoise {
+                sigma: Level::Range([10.0, 50.0]),
+                gray: false,
+            },
+            patch_size: 8,
+            batch_size: 3,
+            augment: true,
+            seed: workers_seed,
+            rgb_range: 1.0,
+        }
+    }
+
+    #[test]
+    fn batches_depend_on_seed_and_step_only() {
+        let s = sampler(5);
+        assert_eq!(s.batch(3), s.batch(3));
+        assert_ne!(s.batch(3).input, s.batch(4).input);
+        assert_ne!(s.batch(3).input, sampler(6).batch(3).input);
+        // Two workers hand over the same sequence as one.
+        let mut one = Prefetcher::start(s.clone(), 10, 1, 2);
+        let mut two = Prefetcher::start(s.clone(), 10, 2, 1);
+        for step in 10..16 {
+            let a = one.next_batch();
+            assert_eq!(a.step, step);
+            assert_eq!(a, two.next_batch());
+        }
+    }
+
+    #[test]
+    fn the_eight_transforms_are_distinct_permutations() {
+        let s = sampler(1);
+        let image = &s.images.images[0];
+        let patches: Vec<Image> = (0..8).map(|t| image.patch(2, 3, 5, t)).collect();
+        for (i, a) in patches.iter().enumerate() {
+            let mut sorted_a = a.data.clone();
+            sorted_a.sort_by(f32::total_cmp);
+            let mut sorted_0 = patches[0].data.clone();
+            sorted_0.sort_by(f32::total_cmp);
+            assert_eq!(sorted_a, sorted_0, "transform {i} permutes the same pixels");
+            for b in &patches[i + 1..] {
+                assert_ne!(a.data, b.data);
+            }
+        }
+        // Transform 0 is the plain crop.
+        assert_eq!(
+            patches[0].at(1, 0, 0),
+            image.pixels[20 * 30 + 3 * 30 + 2] as f32
+        );
+    }
+}
