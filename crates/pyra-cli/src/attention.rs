@@ -54,16 +54,9 @@ fn colormap(t: f32) -> [f32; 3] {
 }
 
 pub fn run(args: AttentionArgs) -> Result<()> {
-    let dict = model::read_weights(&args.weights)?;
-    let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
-    let (network, _) = model::load(
-        &config,
-        &dict,
-        &args.weights.display().to_string(),
-        false,
-        &device,
-    )?;
+    let (config, network) =
+        model::open(&args.weights, args.arch.as_deref(), &args.settings, &device)?;
     let image = read_image(&args.input)?;
     if image.channels != config.input_channels() {
         bail!(

@@ -128,15 +128,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None
     } else {
         let weights = args.weights.as_ref().expect("checked above");
-        let dict = model::read_weights(weights)?;
-        let config = model::configure(args.arch.as_deref(), &args.settings, &dict, weights)?;
-        let (network, _) = model::load(
-            &config,
-            &dict,
-            &weights.display().to_string(),
-            false,
-            &device,
-        )?;
+        let (config, network) =
+            model::open(weights, args.arch.as_deref(), &args.settings, &device)?;
         let mode = match args.mode.unwrap_or(if config.has_attention() {
             RunMode::Chop
         } else {

@@ -82,10 +82,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         DemoTask::Sr => "pyra-sr2",
     };
     let bundled = bundled::find(name).expect("listed in bundled::BUNDLED");
-    let weights = bundled.weights()?;
-    let config = model::configure(None, &[], &weights, std::path::Path::new(name))?;
     let device = backend::default_device();
-    let (network, _) = model::load(&config, &weights, name, false, &device)?;
+    let (config, network) = model::open(std::path::Path::new(name), None, &[], &device)?;
     let restorer = Restorer {
         scale: config.scale(),
         rgb_range: config.rgb_range(),

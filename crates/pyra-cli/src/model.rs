@@ -84,3 +84,23 @@ pub fn configure(
         }
     }
 }
+
+/// Read weights (a file or a bundled model's name), settle the configuration (given, or
+/// detected from the keys) and build the network.
+pub fn open(
+    weights: &Path,
+    arch: Option<&str>,
+    settings: &[String],
+    device: &Device,
+) -> Result<(ArchConfig, AnyNetwork)> {
+    let dict = read_weights(weights)?;
+    let config = configure(arch, settings, &dict, weights)?;
+    let (network, _) = load(
+        &config,
+        &dict,
+        &weights.display().to_string(),
+        false,
+        device,
+    )?;
+    Ok((config, network))
+}

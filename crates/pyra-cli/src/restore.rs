@@ -155,16 +155,9 @@ fn choose_mode(
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
-    let dict = model::read_weights(&args.weights)?;
-    let config = model::configure(args.arch.as_deref(), &args.settings, &dict, &args.weights)?;
     let device = backend::default_device();
-    let (network, _) = model::load(
-        &config,
-        &dict,
-        &args.weights.display().to_string(),
-        false,
-        &device,
-    )?;
+    let (config, network) =
+        model::open(&args.weights, args.arch.as_deref(), &args.settings, &device)?;
     let budget = args
         .memory_budget
         .map_or_else(default_budget, |mib| mib << 20);

@@ -1,42 +1,15 @@
 //! `pyra restore` and `pyra attention` end to end.
 
+mod common;
+
+use common::{fixture, pyra, s, scratch};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pyra_core::backend;
 use pyra_core::burn::tensor::{Tensor, TensorData};
 use pyra_core::networks::{detect, AnyNetwork};
 use pyra_core::weights::{load_state_dict, LoadOptions, StateDict};
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pyra-restore-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pyra(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A deterministic textured colour image.
 fn synthetic(width: usize, height: usize, channels: usize) -> Image {

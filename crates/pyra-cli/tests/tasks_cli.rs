@@ -1,39 +1,12 @@
 //! `pyra degrade`, `pyra eval` and `pyra bench` end to end through the binary.
 
+mod common;
+
+use common::{fixture, pyra, s, scratch};
 use std::path::PathBuf;
-use std::process::Command;
 
 use pyra_tasks::image::read_image;
 use pyra_tasks::metrics::{psnr, MetricOptions};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pyra-tasks-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pyra(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &std::path::Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn degrade_then_eval_a_folder() {

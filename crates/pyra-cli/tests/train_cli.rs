@@ -1,33 +1,11 @@
 //! `pyra train` and `pyra demo` end to end.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{pyra, s, scratch};
 
 use pyra_tasks::degrade::{add_gaussian_noise, NoiseProtocol};
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pyra-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pyra(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn photo(i: usize) -> Image {
     let (w, h) = (48, 40);

@@ -180,9 +180,18 @@ pub struct Batch {
 }
 
 /// Makes the batch of any step.
+///
+/// Super-resolution pairs are cut from whole images downscaled once (MATLAB bicubic of the
+/// image cropped to a multiple of the scale), at aligned LR/HR positions, as the official
+/// code cuts them from pre-made LR images; a patch downscaled on its own would differ at its
+/// borders. JPEG patches start on the 8x8 block grid, so compressing the patch gives exactly
+/// the pixels of the compressed whole image (gray JPEG codes each block on its own).
 #[derive(Debug, Clone)]
 pub struct Sampler {
+    /// Clean (target) images; for SR, cropped to a multiple of the scale.
     pub images: Arc<ImageSet>,
+    /// For SR, the downscaled `images`; empty otherwise.
+    pub low_res: Arc<Vec<CleanImage>>,
     pub task: TaskConfig,
     /// Target patch side.
     pub patch_size: usize,
@@ -193,6 +202,49 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler over `images` (checked: every image must give a patch).
+    pub fn new(
+        images: ImageSet,
+        task: TaskConfig,
+        patch_size: usize,
+        batch_size: usize,
+        augment: bool,
+        seed: u64,
+        rgb_range: f32,
+    ) -> Result<Self, String> {
+        let (images, low_res) = match task {
+            TaskConfig::Sr { scale } => {
+                let mut high = Vec::new();
+                let mut low = Vec::new();
+                for clean in images.images {
+                    let hr = clean.to_image().mod_crop(scale);
+                    let lr = imresize(
+                        &hr,
+                        Resize {
+                            scale: 1.0 / scale as f64,
+                        },
+                    );
+                    low.push(CleanImage::from_image(clean.name.clone(), &lr));
+                    high.push(CleanImage::from_image(clean.name, &hr));
+                }
+                (ImageSet { images: high }, low)
+            }
+            _ => (images, Vec::new()),
+        };
+        let sampler = Self {
+            images: Arc::new(images),
+            low_res: Arc::new(low_res),
+            task,
+            patch_size,
+            batch_size,
+            augment,
+            seed,
+            rgb_range,
+        };
+        sampler.check()?;
+        Ok(sampler)
+    }
+
     /// Check that every image can give a patch.
     pub fn check(&self) -> Result<(), String> {
         if self.images.is_empty() {
@@ -224,16 +276,25 @@ impl Sampler {
         let mut target = Vec::with_capacity(self.batch_size * channels * p * p);
         let unit = self.rgb_range / 255.0;
         for _ in 0..self.batch_size {
-            let image = &self.images.images[rng.random_range(0..self.images.len())];
-            let x = rng.random_range(0..=image.width - p);
-            let y = rng.random_range(0..=image.height - p);
+            let index = rng.random_range(0..self.images.len());
+            let image = &self.images.images[index];
+            // Positions on the grid of the LR image (SR) or of the JPEG blocks.
+            let grid = match self.task {
+                TaskConfig::Jpeg { .. } => 8,
+                _ => s,
+            };
+            let x = rng.random_range(0..=(image.width - p) / grid) * grid;
+            let y = rng.random_range(0..=(image.height - p) / grid) * grid;
             let transform = if self.augment {
                 rng.random_range(0..8u8)
             } else {
                 0
             };
             let clean = image.patch(x, y, p, transform);
-            let degraded = degrade(&self.task, &clean, &mut rng);
+            let degraded = match self.task {
+                TaskConfig::Sr { .. } => self.low_res[index].patch(x / s, y / s, lr, transform),
+                _ => degrade(&self.task, &clean, &mut rng),
+            };
             input.extend(degraded.data.iter().map(|v| v * unit));
             target.extend(clean.data.iter().map(|v| v * unit));
         }
@@ -326,20 +387,21 @@ mod tests {
             channels: 3,
             pixels,
         };
-        Sampler {
-            images: Arc::new(ImageSet {
+        Sampler::new(
+            ImageSet {
                 images: vec![image],
-            }),
-            task: TaskConfig::Denoise {
+            },
+            TaskConfig::Denoise {
                 sigma: Level::Range([10.0, 50.0]),
                 gray: false,
             },
-            patch_size: 8,
-            batch_size: 3,
-            augment: true,
-            seed: workers_seed,
-            rgb_range: 1.0,
-        }
+            8,
+            3,
+            true,
+            workers_seed,
+            1.0,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -378,5 +440,57 @@ mod tests {
             patches[0].at(1, 0, 0),
             image.pixels[20 * 30 + 3 * 30 + 2] as f32
         );
+    }
+
+    #[test]
+    fn sr_pairs_are_aligned_crops_of_the_downscaled_whole_image() {
+        let base = sampler(1);
+        let image = base.images.images[0].clone();
+        let sr = Sampler::new(
+            ImageSet {
+                images: vec![image.clone()],
+            },
+            TaskConfig::Sr { scale: 2 },
+            8,
+            4,
+            false,
+            3,
+            255.0,
+        )
+        .unwrap();
+        let hr = image.to_image().mod_crop(2);
+        let lr = imresize(&hr, Resize { scale: 0.5 });
+        assert_eq!(sr.low_res[0].to_image().data, lr.data);
+        let batch = sr.batch(0);
+        assert_eq!(batch.input_shape, [4, 3, 4, 4]);
+        for i in 0..4 {
+            let input = &batch.input[i * 48..][..48];
+            let target = &batch.target[i * 192..][..192];
+            let found = (0..=(lr.height - 4)).any(|y| {
+                (0..=(lr.width - 4)).any(|x| {
+                    sr.low_res[0].patch(x, y, 4, 0).data == input
+                        && sr.images.images[0].patch(2 * x, 2 * y, 8, 0).data == target
+                })
+            });
+            assert!(found, "pair {i} is not an aligned LR/HR crop");
+        }
+    }
+
+    #[test]
+    fn jpeg_of_a_block_aligned_patch_equals_the_crop_of_the_jpeg_image() {
+        let mut data = Vec::new();
+        for y in 0..64usize {
+            for x in 0..72usize {
+                data.push(((x * x + 3 * y * x) % 251) as f32);
+            }
+        }
+        let image = Image::new(72, 64, 1, data);
+        let whole = jpeg_round_trip(&image, 20).unwrap();
+        let (x, y) = (16, 8);
+        let patch = jpeg_round_trip(&image.crop(x, y, 48, 48), 20).unwrap();
+        assert_eq!(patch.data, whole.crop(x, y, 48, 48).data);
+        // Off the grid it would not be the same.
+        let shifted = jpeg_round_trip(&image.crop(x + 3, y, 48, 48), 20).unwrap();
+        assert_ne!(shifted.data, whole.crop(x + 3, y, 48, 48).data);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -250,16 +250,15 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     } else {
         None
     };
-    let sampler = Sampler {
-        images: Arc::new(train_set),
-        task: config.task.clone(),
-        patch_size: config.data.patch_size,
-        batch_size: config.data.batch_size,
-        augment: config.data.augment,
-        seed: config.optim.seed,
-        rgb_range: arch.rgb_range(),
-    };
-    sampler.check()?;
+    let sampler = Sampler::new(
+        train_set,
+        config.task.clone(),
+        config.data.patch_size,
+        config.data.batch_size,
+        config.data.augment,
+        config.optim.seed,
+        arch.rgb_range(),
+    )?;
 
     // Model and optimiser.
     let infer_device = backend::default_device();

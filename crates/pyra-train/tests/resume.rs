@@ -116,8 +116,9 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let a = Checkpoint::load(&split.join("checkpoint_latest.safetensors")).unwrap();
     let b = Checkpoint::load(&whole.join("checkpoint_latest.safetensors")).unwrap();
     assert_eq!(a.step, 8);
-    assert_eq!(a.weights, b.weights, "weights differ after resume");
-    assert_eq!(a.adam, b.adam, "optimizer state differs after resume");
+    // (assert! rather than assert_eq!: the values would flood the output)
+    assert!(a.weights == b.weights, "weights differ after resume");
+    assert!(a.adam == b.adam, "optimizer state differs after resume");
     assert_eq!(a.best_psnr, b.best_psnr);
     assert_eq!(losses(&split), losses(&whole), "loss curves differ");
     assert_eq!(losses(&split).len(), 8);
