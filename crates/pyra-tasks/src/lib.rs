@@ -4,6 +4,7 @@
 pub mod degrade;
 pub mod image;
 pub mod metrics;
+pub mod smooth;
 
 pub use image::{read_image, write_float_image, write_png, Depth, Image};
 pub use metrics::{psnr, ssim, MetricOptions};

@@ -1,0 +1,5 @@
+//! Classic edge-preserving smoothing filters, the targets PNEN learns to imitate.
+
+pub mod l0;
+
+pub use l0::{l0_smooth, L0Boundary, L0Options};
