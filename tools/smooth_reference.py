@@ -6,6 +6,10 @@ cv2.ximgproc) on it. Written as data; neither OpenCV nor this script is used by 
 
   l0_opencv.safetensors: cv2.ximgproc.l0Smooth(float32 RGB / 255, lambda=0.02, kappa=2) x 255,
                          float32 [C, H, W] under the key `image` (Pyra's float-image format)
+  wmf_gray_r10.png:      cv2.ximgproc.weightedMedianFilter(gray guide, RGB image, r=10, sigma=50)
+                         (gray guide = cv2 BGR2GRAY of the crop, written as gray.png)
+  wmf_gray_r3.png:       the same with r=3, sigma=25.5 (OpenCV's default sigma)
+  wmf_rgb_r10.png:       guided by the RGB image itself (OpenCV clusters colour guides by k-means)
   l0_numpy.safetensors:  the authors' algorithm (periodic differences, FFT solve) in float64
                          NumPy, written here from the paper; same parameters and format
 
@@ -37,6 +41,12 @@ rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 # l0Smooth overwrites a float input with its result: give it a copy.
 l0 = cv2.ximgproc.l0Smooth(rgb.copy(), None, 0.02, 2.0)
 write_float_image(out / "l0_opencv.safetensors", l0.transpose(2, 0, 1) * 255.0)
+
+gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+cv2.imwrite(str(out / "gray.png"), gray)
+cv2.imwrite(str(out / "wmf_gray_r10.png"), cv2.ximgproc.weightedMedianFilter(gray, bgr, 10, sigma=50.0))
+cv2.imwrite(str(out / "wmf_gray_r3.png"), cv2.ximgproc.weightedMedianFilter(gray, bgr, 3, sigma=25.5))
+cv2.imwrite(str(out / "wmf_rgb_r10.png"), cv2.ximgproc.weightedMedianFilter(bgr, bgr, 10, sigma=50.0))
 
 
 def l0_periodic(image, lam=0.02, kappa=2.0, beta_max=1e5):

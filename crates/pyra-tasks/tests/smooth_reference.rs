@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use pyra_tasks::image::{read_image, Image};
-use pyra_tasks::smooth::{l0_smooth, L0Boundary, L0Options};
+use pyra_tasks::smooth::{l0_smooth, weighted_median, L0Boundary, L0Options, WmfOptions};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,4 +67,34 @@ fn l0_matches_opencv_in_its_border_mode_and_keeps_the_mean_in_the_papers() {
     );
     assert!((mean(&periodic) - mean(&input)).abs() < 0.5);
     assert!((mean(&reference) - mean(&input)).abs() > 20.0);
+}
+
+#[test]
+fn weighted_median_matches_opencv_with_a_gray_guide() {
+    let input = read_image(fixture("rgb.png")).unwrap();
+    let guide = read_image(fixture("gray.png")).unwrap();
+    for (radius, sigma, file) in [(10, 50.0, "wmf_gray_r10.png"), (3, 25.5, "wmf_gray_r3.png")] {
+        let ours = weighted_median(&input, Some(&guide), WmfOptions { radius, sigma }).unwrap();
+        let reference = read_image(fixture(file)).unwrap();
+        let (max, avg) = interior_difference(&ours, &reference, 0);
+        let differing = ours
+            .data
+            .iter()
+            .zip(&reference.data)
+            .filter(|(a, b)| a != b)
+            .count();
+        println!("WMF r={radius} sigma={sigma}, gray guide vs OpenCV: max {max}, mean {avg:.5}, {differing} values differ");
+        assert!(max <= 1.0 && differing * 1000 < ours.data.len(), "{file}");
+    }
+}
+
+#[test]
+fn weighted_median_with_a_colour_guide_differs_from_opencv_by_the_clustering_only() {
+    let input = read_image(fixture("rgb.png")).unwrap();
+    let ours = weighted_median(&input, None, WmfOptions::default()).unwrap();
+    let reference = read_image(fixture("wmf_rgb_r10.png")).unwrap();
+    let (max, avg) = interior_difference(&ours, &reference, 0);
+    println!("WMF r=10 sigma=50, colour guide vs OpenCV: max {max}, mean {avg:.4}");
+    // Different k-means clusterings of the guide: close on average, not equal.
+    assert!(avg < 2.0, "mean difference {avg}");
 }
