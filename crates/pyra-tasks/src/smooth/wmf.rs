@@ -364,7 +364,7 @@ pub fn weighted_median(
             guide_image.width, guide_image.height, image.width, image.height
         ));
     }
-    if options.radius == 0 || !(options.sigma > 0.0) {
+    if options.radius == 0 || options.sigma.is_nan() || options.sigma <= 0.0 {
         return Err("the radius and sigma must be positive".into());
     }
     let guide = if guide_image.channels == 1 {
