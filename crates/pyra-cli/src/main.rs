@@ -11,6 +11,7 @@ mod forward;
 mod model;
 mod report;
 mod restore;
+mod smooth;
 mod train;
 
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ enum Command {
     Attention(attention::AttentionArgs),
     /// Train a network from a recipe (TOML file or preset); resumable.
     Train(train::TrainArgs),
+    /// Edge-preserving smoothing: L0 gradient minimisation, weighted median, SD filter.
+    Smooth(smooth::SmoothArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Attention(args) => attention::run(args),
         Command::Train(args) => train::run(args),
+        Command::Smooth(args) => smooth::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
