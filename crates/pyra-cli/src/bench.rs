@@ -124,12 +124,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let device = backend::default_device();
+    let mut model_channels = 0;
     let restorer = if identity {
         None
     } else {
         let weights = args.weights.as_ref().expect("checked above");
         let (config, network) =
             model::open(weights, args.arch.as_deref(), &args.settings, &device)?;
+        model_channels = config.input_channels();
         let mode = match args.mode.unwrap_or(if config.has_attention() {
             RunMode::Chop
         } else {
@@ -180,9 +182,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let before = rows.len();
             for file in &files {
                 let clean = read_image(file)?;
-                let (gt, output, options) =
-                    run_one(args.task, level, &args, &clean, restorer.as_ref())
-                        .with_context(|| format!("{}", file.display()))?;
+                let (gt, output, options) = run_one(
+                    args.task,
+                    level,
+                    &args,
+                    &clean,
+                    restorer.as_ref(),
+                    model_channels,
+                )
+                .with_context(|| format!("{}", file.display()))?;
                 rows.push(Row {
                     set: set.clone(),
                     setting: setting_label(args.task, level),
@@ -222,9 +230,32 @@ fn run_one(
     args: &BenchArgs,
     clean: &Image,
     restorer: Option<&Restorer>,
+    model_channels: usize,
 ) -> Result<(Image, Image, MetricOptions)> {
+    let input_channels = if args.task == Task::Jpeg {
+        1
+    } else {
+        clean.channels
+    };
+    if restorer.is_some() && input_channels != model_channels && input_channels != 1 {
+        bail!(
+            "the model takes {model_channels}-channel images, this one has {input_channels}; \
+             bench a {model_channels}-channel set"
+        );
+    }
+    // A gray image through an RGB model goes in as three equal planes (the official
+    // `set_channel`) and its output comes back as their mean, so it is scored on the same
+    // one-channel values as the baseline.
     let restore = |input: &Image| -> Image {
         match restorer {
+            Some(r) if input.channels == 1 && model_channels == 3 => {
+                let out = r.restore(&input.gray_to_rgb()).channel_mean();
+                if r.quantize {
+                    out.quantized()
+                } else {
+                    out
+                }
+            }
             Some(r) => r.restore(input),
             None => input.clone(),
         }
@@ -287,7 +318,7 @@ fn run_one(
                 },
             );
             let sr = match restorer {
-                Some(r) => r.restore(&lr),
+                Some(_) => restore(&lr),
                 None => imresize(
                     &lr,
                     Resize {

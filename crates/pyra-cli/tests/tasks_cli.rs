@@ -243,3 +243,58 @@ fn bench_identity_writes_table_csv_and_json() {
     assert_eq!(csv.lines().count(), 1 + 10);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The bundled x2 model (trained on the 0-255 range, which is read from its mean shift) beats
+/// bicubic on Set14, whose gray image goes through the RGB model as three equal planes.
+#[test]
+fn bench_bundled_sr_model_on_set14_with_its_gray_image() {
+    let Some(data) = std::env::var_os("PYRA_DATA_DIR") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set PYRA_DATA_DIR"
+        );
+        eprintln!("SKIPPED: needs PYRA_DATA_DIR");
+        return;
+    };
+    let bench = PathBuf::from(data).join("bench");
+    let score = |model: &[&str]| -> Vec<(String, f64)> {
+        let dir = scratch("bench-sr2");
+        let mut args = vec![
+            "bench", "--task", "sr", "--levels", "2", "--sets", "Set14", "--data",
+        ];
+        args.push(s(&bench));
+        args.extend_from_slice(&["--out", s(&dir)]);
+        args.extend_from_slice(model);
+        let (ok, _, err) = pyra(&args);
+        assert!(ok, "{err}");
+        let csv = std::fs::read_to_string(dir.join("bench.csv")).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let (image, psnr) = (
+            header.iter().position(|h| *h == "image").unwrap(),
+            header.iter().position(|h| *h == "psnr").unwrap(),
+        );
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[image].to_string(), f[psnr].parse().unwrap())
+            })
+            .collect()
+    };
+    let bicubic = score(&["--model", "identity"]);
+    let model = score(&["--weights", "pyra-sr2"]);
+    assert_eq!(bicubic.len(), 14);
+    assert_eq!(model.len(), 14);
+    let mean = |v: &[(String, f64)]| v.iter().map(|r| r.1).sum::<f64>() / v.len() as f64;
+    println!(
+        "Set14 x2: bicubic {:.2}, pyra-sr2 {:.2}",
+        mean(&bicubic),
+        mean(&model)
+    );
+    assert!(mean(&model) >= mean(&bicubic) + 1.0);
+    // Every image, the gray one included, gains.
+    for ((name, b), (_, m)) in bicubic.iter().zip(&model) {
+        assert!(m > b, "{name}: bicubic {b:.2}, model {m:.2}");
+    }
+}

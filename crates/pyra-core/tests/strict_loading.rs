@@ -181,7 +181,7 @@ fn architectures_are_detected_from_checkpoints() {
     assert_eq!(panet.arch, Arch::PaNet);
     assert_eq!(
         panet.describe(),
-        "PaNet (n_resblocks=2, n_feats=64, n_colors=3, reduction=2)"
+        "PaNet (n_resblocks=2, n_feats=64, n_colors=3, reduction=2, rgb_range=1)"
     );
     // The detected configuration loads its checkpoint strictly.
     let device = backend::cpu();
@@ -192,17 +192,22 @@ fn architectures_are_detected_from_checkpoints() {
         (
             "edsr",
             "n_resblocks=3 n_feats=16 scale=4",
-            "Edsr (n_resblocks=3, n_feats=16, n_colors=3, scale=4, res_scale=1)",
+            "Edsr (n_resblocks=3, n_feats=16, n_colors=3, scale=4, res_scale=1, rgb_range=1)",
+        ),
+        (
+            "edsr",
+            "n_resblocks=3 n_feats=16 scale=2 rgb_range=255",
+            "Edsr (n_resblocks=3, n_feats=16, n_colors=3, scale=2, res_scale=1, rgb_range=255)",
         ),
         (
             "edsr",
             "n_resblocks=2 n_feats=8 scale=3 n_colors=1",
-            "Edsr (n_resblocks=2, n_feats=8, n_colors=1, scale=3, res_scale=1)",
+            "Edsr (n_resblocks=2, n_feats=8, n_colors=1, scale=3, res_scale=1, rgb_range=1)",
         ),
         (
             "paedsr",
             "n_resblocks=4 n_feats=16 scale=2",
-            "PaEdsr (n_resblocks=4, n_feats=16, n_colors=3, scale=2, res_scale=1, reduction=8)",
+            "PaEdsr (n_resblocks=4, n_feats=16, n_colors=3, scale=2, res_scale=1, reduction=8, rgb_range=1)",
         ),
         (
             "dncnn",

@@ -195,6 +195,31 @@ impl Image {
     /// The image in gray: the BT.601 luma `Y` (studio range, MATLAB `rgb2ycbcr`) rounded to
     /// 0..=255, as the papers' grayscale JPEG sets were made from colour images. Gray images are
     /// returned unchanged.
+    /// A gray image as RGB (the plane copied three times, as the official `set_channel`
+    /// does); RGB images unchanged.
+    pub fn gray_to_rgb(&self) -> Self {
+        if self.channels != 1 {
+            return self.clone();
+        }
+        let mut out = Self::new(self.width, self.height, 3, self.data.repeat(3));
+        out.bit_depth = self.bit_depth;
+        out
+    }
+
+    /// The mean of the channels as a one-channel image (undoes [`Image::gray_to_rgb`]).
+    pub fn channel_mean(&self) -> Self {
+        let n = self.width * self.height;
+        let mut data = vec![0f32; n];
+        for c in 0..self.channels {
+            for (d, v) in data.iter_mut().zip(self.plane(c)) {
+                *d += v / self.channels as f32;
+            }
+        }
+        let mut out = Self::new(self.width, self.height, 1, data);
+        out.bit_depth = self.bit_depth;
+        out
+    }
+
     pub fn to_gray(&self) -> Self {
         if self.channels == 1 {
             return self.clone();

@@ -4,8 +4,12 @@
 //! What a state dict cannot tell is left at the official default: the pyramid's levels (5),
 //! its interpolation (`legacy`, what the official weights were trained with) and `res_scale`
 //! (PANet 1; EDSR/PA-EDSR 0.1 with 256 features, else 1, as the official scripts use them).
+//! The pixel range (`rgb_range`) is read from the frozen mean shift, whose bias is
+//! `-rgb_range * mean`: a model trained on [0, 255] and one trained on [0, 1] have the same
+//! keys and shapes but must be fed differently.
 
 use super::any::{Arch, ArchConfig};
+use crate::blocks::mean_shift::RGB_MEAN;
 use crate::weights::StateDict;
 
 /// The detected architecture and the settings (official argument names) that reproduce it.
@@ -45,6 +49,17 @@ fn shape<'a>(dict: &'a StateDict, key: &str) -> Option<&'a [usize]> {
 
 fn count(dict: &StateDict, pattern: impl Fn(&str) -> bool) -> usize {
     dict.names().filter(|k| pattern(k)).count()
+}
+
+/// `rgb_range` from `sub_mean.bias` (`-rgb_range * RGB_MEAN`), when present and consistent
+/// over the three channels; rounded to an integer, as ranges are (1 or 255 in practice).
+fn rgb_range(dict: &StateDict) -> Option<u32> {
+    let bias = dict.get("sub_mean.bias")?.to_f32();
+    let ranges: Vec<f32> = bias.iter().zip(RGB_MEAN).map(|(b, m)| -b / m).collect();
+    let range = ranges.first()?.round();
+    let consistent =
+        bias.len() == 3 && range >= 1.0 && ranges.iter().all(|r| (r - range).abs() <= 1e-3 * range);
+    consistent.then_some(range as u32)
 }
 
 /// Detect the architecture of `dict`; the error says what was looked for.
@@ -112,6 +127,9 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
     };
     if let Some(r) = reduction {
         settings.push(s("reduction", &r));
+    }
+    if let Some(range) = rgb_range(dict) {
+        settings.push(s("rgb_range", &range));
     }
     Ok(Detected { arch, settings })
 }
