@@ -3,6 +3,7 @@
 pub mod apnb;
 pub mod batch_norm;
 pub mod conv;
+pub mod dilated_residual;
 pub mod mean_shift;
 pub mod non_local;
 pub mod prelu;
@@ -14,6 +15,7 @@ pub mod upsampler;
 pub use apnb::{Apnb, ApnbConfig};
 pub use batch_norm::BatchNorm;
 pub use conv::{default_conv, BasicBlock};
+pub use dilated_residual::{DilatedResidual, DilatedResidualConfig};
 pub use mean_shift::MeanShift;
 pub use non_local::{NonLocal, NonLocalConfig};
 pub use prelu::Prelu;

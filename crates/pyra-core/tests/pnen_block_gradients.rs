@@ -1,4 +1,5 @@
-//! Gradient checks of the non-local blocks (NLB, PNB, APNB): autodiff against central finite
+//! Gradient checks of PNEN's blocks (NLB, PNB, APNB, and the dilated residual block in
+//! training mode, BatchNorm on batch statistics): autodiff against central finite
 //! differences, for the input (entry by entry) and for all parameters together (the
 //! directional derivative along a fixed random direction).
 //!
@@ -9,7 +10,9 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor, TensorData};
 use pyra_core::backend;
-use pyra_core::blocks::{ApnbConfig, NonLocalConfig, PyramidNonLocalConfig};
+use pyra_core::blocks::{
+    ApnbConfig, DilatedResidual, DilatedResidualConfig, NonLocalConfig, PyramidNonLocalConfig,
+};
 use pyra_core::burn;
 
 /// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG).
@@ -49,6 +52,36 @@ impl ModuleMapper for Perturb {
     }
 }
 
+/// Deterministic parameters (burn's initialisers are not seeded): convolution weights
+/// U(-1/sqrt(fan_in), 1/sqrt(fan_in)) like PyTorch's default, 1-D trainables (biases, BN
+/// affine) 1 + U(-0.2, 0.2); buffers (running statistics) untouched.
+struct Reinit {
+    index: u64,
+}
+impl ModuleMapper for Reinit {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let id = param.id;
+        let trainable = param.is_require_grad();
+        let value = param.val();
+        if !trainable {
+            return Param::initialized(id, value);
+        }
+        let shape = value.dims();
+        let count = shape.iter().product();
+        let r = pseudo_random(600 + self.index, count);
+        self.index += 1;
+        let values: Vec<f64> = if D == 4 {
+            let bound = 1.0 / ((shape[1] * shape[2] * shape[3]) as f64).sqrt();
+            r.iter().map(|v| v * bound).collect()
+        } else {
+            r.iter().map(|v| 1.0 + 0.2 * v).collect()
+        };
+        let tensor =
+            Tensor::<D>::from_data(TensorData::new(to_f32(values), shape), &value.device());
+        Param::initialized(id, tensor).set_require_grad(true)
+    }
+}
+
 /// `Σ_params <grad, direction>` for the directions of [`Perturb`].
 struct Directional<'a> {
     grads: &'a Gradients,
@@ -81,10 +114,24 @@ fn relative(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(0.05)
 }
 
+/// The on/off pattern of a network's ReLUs: a finite difference is only a derivative when
+/// its two evaluations and the base point share it (no kink crossed in between).
+type ReluPattern<M> = dyn Fn(&M, Tensor<4>) -> Vec<bool>;
+
 fn check<M: Module + Clone>(
     name: &str,
     module: M,
     forward: impl Fn(&M, Tensor<4>) -> Tensor<4>,
+    shape: [usize; 4],
+) {
+    check_piecewise(name, module, forward, None, shape)
+}
+
+fn check_piecewise<M: Module + Clone>(
+    name: &str,
+    module: M,
+    forward: impl Fn(&M, Tensor<4>) -> Tensor<4>,
+    pattern: Option<&ReluPattern<M>>,
     shape: [usize; 4],
 ) {
     let device: Device = backend::with_autodiff(backend::cpu());
@@ -112,12 +159,24 @@ fn check<M: Module + Clone>(
         .unwrap();
 
     let eps = 1e-2;
+    let same_pattern = |m_plus: &M, plus: &[f64], m_minus: &M, minus: &[f64]| match pattern {
+        None => true,
+        Some(p) => {
+            let base = p(&module, input(&x_values));
+            p(m_plus, input(plus)) == base && p(m_minus, input(minus)) == base
+        }
+    };
     let mut worst = 0.0f64;
-    for i in (0..count).step_by((count / 12).max(1)) {
+    let mut compared = 0;
+    for i in (0..count).step_by((count / 24).max(1)) {
         let mut plus = x_values.clone();
         plus[i] += eps;
         let mut minus = x_values.clone();
         minus[i] -= eps;
+        if !same_pattern(&module, &plus, &module, &minus) {
+            continue;
+        }
+        compared += 1;
         let numeric = (scalar(loss_of(&module, input(&plus)))
             - scalar(loss_of(&module, input(&minus))))
             / (2.0 * eps);
@@ -131,14 +190,23 @@ fn check<M: Module + Clone>(
         total: 0.0,
     };
     module.visit(&mut directional);
-    let shifted = |t: f64| {
-        let m = module.clone().map(&mut Perturb { t, index: 0 });
-        scalar(loss_of(&m, input(&x_values)))
-    };
-    let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
+    let perturbed = |t: f64| module.clone().map(&mut Perturb { t, index: 0 });
+    // Along the parameter direction, shrink the step until no kink is crossed.
+    let mut step = eps;
+    while !same_pattern(&perturbed(step), &x_values, &perturbed(-step), &x_values) {
+        step /= 2.0;
+        assert!(step > 1e-5, "{name}: no kink-free parameter step");
+    }
+    let shifted = |t: f64| scalar(loss_of(&perturbed(t), input(&x_values)));
+    let numeric = (shifted(step) - shifted(-step)) / (2.0 * step);
+    println!("{name}: parameter step {step:.1e}");
     let param_error = relative(numeric, directional.total);
+    assert!(
+        compared >= 8,
+        "{name}: only {compared} kink-free input samples"
+    );
     println!(
-        "{name}: worst input-gradient relative error {worst:.2e}, parameter directional \
+        "{name}: worst input-gradient relative error {worst:.2e} over {compared} entries, parameter directional \
          derivative {:.6} vs numeric {numeric:.6} (relative error {param_error:.2e})",
         directional.total
     );
@@ -171,6 +239,45 @@ fn apnb_gradients() {
     let device = backend::with_autodiff(backend::cpu());
     let block = ApnbConfig::new(6).init(&device);
     check("APNB", block, |m, x| m.forward(x), [1, 6, 10, 9]);
+}
+
+#[test]
+fn dilated_residual_block_gradients_in_training_mode() {
+    let device = backend::with_autodiff(backend::cpu());
+    let block = DilatedResidualConfig::new(3)
+        .init(&device)
+        .map(&mut Reinit { index: 0 });
+    // Which ReLUs are on, unit by unit (the block's own layers, run as it runs them).
+    let pattern = |m: &DilatedResidual, x: Tensor<4>| -> Vec<bool> {
+        let mut on = Vec::new();
+        let mut x = x;
+        for unit in &m.units {
+            let pre = unit.bn.forward(unit.conv1.forward(x.clone()));
+            let values = pre
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
+            on.extend(values.iter().map(|v| *v > 0.0));
+            x = unit.forward(x);
+        }
+        on
+    };
+    check_piecewise(
+        "DRB",
+        block,
+        |m, x| m.forward(x),
+        Some(&pattern),
+        [2, 3, 7, 6],
+    );
+}
+
+#[test]
+fn batch_norm_gradients_in_training_mode() {
+    let device = backend::with_autodiff(backend::cpu());
+    let bn = pyra_core::blocks::BatchNorm::new(4, 1e-5, &device);
+    check("BN", bn, |m, x| m.forward(x), [2, 4, 5, 6]);
 }
 
 #[test]
