@@ -253,7 +253,11 @@ fn check_pyramid_fits(config: &ArchConfig, h: usize, w: usize) -> Result<()> {
         ArchConfig::PyramidAttention(c) => c,
         ArchConfig::PaNet(c) => &c.attention,
         ArchConfig::PaEdsr(c) => &c.attention,
-        ArchConfig::Edsr(_) | ArchConfig::Dncnn(_) => return Ok(()),
+        ArchConfig::Edsr(_)
+        | ArchConfig::Dncnn(_)
+        | ArchConfig::Pnen(_)
+        | ArchConfig::Rdn(_)
+        | ArchConfig::MemNet(_) => return Ok(()),
     };
     for &s in &attention.scales {
         if scaled_len(h, s) == 0 || scaled_len(w, s) == 0 {

@@ -210,6 +210,36 @@ fn architectures_are_detected_from_checkpoints() {
             "PaEdsr (n_resblocks=4, n_feats=16, n_colors=3, scale=2, res_scale=1, reduction=8, rgb_range=1)",
         ),
         (
+            "pnen",
+            "n_feats=8 n_groups=2 key_channels=6 value_channels=4 scales=2",
+            "Pnen (n_colors=3, n_feats=8, n_groups=2, non_local=pnb, key_channels=6, value_channels=4, scales=2)",
+        ),
+        (
+            "pnen",
+            "n_feats=8 n_groups=1 non_local=nlb n_colors=1",
+            "Pnen (n_colors=1, n_feats=8, n_groups=1, non_local=nlb)",
+        ),
+        (
+            "rdn",
+            "G0=8 D=7 C=3 G=4 scale=3 key_channels=6 value_channels=4 scales=2",
+            "Rdn (n_colors=3, G0=8, D=7, C=3, G=4, scale=3, non_local_every=5, non_local=pnb, key_channels=6, value_channels=4, scales=2)",
+        ),
+        (
+            "rdn",
+            "G0=8 D=4 C=2 G=4 scale=4 non_local=nlb non_local_every=2",
+            "Rdn (n_colors=3, G0=8, D=4, C=2, G=4, scale=4, non_local_every=2, non_local=nlb)",
+        ),
+        (
+            "rdn",
+            "G0=8 D=2 C=2 G=4 non_local=none",
+            "Rdn (n_colors=3, G0=8, D=2, C=2, G=4, scale=1, non_local=none)",
+        ),
+        (
+            "memnet",
+            "n_feats=8 n_memblocks=6 n_resblocks=3 key_channels=4 value_channels=2 scales=1",
+            "MemNet (n_colors=1, n_feats=8, n_memblocks=6, n_resblocks=3, non_local_every=5, non_local=pnb, key_channels=4, value_channels=2, scales=1)",
+        ),
+        (
             "dncnn",
             "depth=5 n_channels=8",
             "Dncnn (depth=5, n_channels=8, image_channels=1)",

@@ -19,6 +19,13 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
         ArchConfig::PaEdsr(c) => (c.n_feats as u64, Some(&c.attention.scales)),
         ArchConfig::Edsr(c) => (c.n_feats as u64, None),
         ArchConfig::Dncnn(c) => (c.n_channels as u64, None),
+        ArchConfig::Pnen(c) => (c.n_feats as u64, None),
+        // Dense blocks keep G0 + C*G channels alive; MemNet's gates R + M blocks.
+        ArchConfig::Rdn(c) => ((c.g0 + c.n_layers * c.growth) as u64, None),
+        ArchConfig::MemNet(c) => (
+            ((c.n_resblocks + c.n_memblocks) * c.n_feats) as u64 / 4,
+            None,
+        ),
     };
     let scale = config.scale() as u64;
     // Feature maps at input size (a few alive at once) and the upsampler's at output size.
@@ -31,7 +38,34 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
         // Score map and softmax (2.2 maps), plus the block columns of keys and values.
         (pixels * blocks * 4) * 22 / 10 + blocks * features * 9 * 4 * 2
     });
-    activations + attention + (64 << 20)
+    activations + attention + non_local_bytes(config, height, width) + (64 << 20)
+}
+
+/// PNEN's non-local score maps (one group's alive at a time: map and softmax, 2.2 maps):
+/// `[HW, keys]` with keys = HW/4 + HW/16 + ... for the PNB, HW for the NLB, Σ s² for APNB.
+fn non_local_bytes(config: &ArchConfig, height: usize, width: usize) -> u64 {
+    use pyra_core::blocks::NonLocalKind;
+    let (kind, scales) = match config {
+        ArchConfig::Pnen(c) => (c.non_local, c.scales),
+        ArchConfig::Rdn(c) => match c.non_local {
+            Some(kind) => (kind, c.scales),
+            None => return 0,
+        },
+        ArchConfig::MemNet(c) => match c.non_local {
+            Some(kind) => (kind, c.scales),
+            None => return 0,
+        },
+        _ => return 0,
+    };
+    let pixels = (height * width) as u64;
+    let keys: u64 = match kind {
+        NonLocalKind::Pnb => (1..=scales)
+            .map(|s| (height.div_ceil(1 << s) * width.div_ceil(1 << s)) as u64)
+            .sum(),
+        NonLocalKind::Nlb => pixels,
+        NonLocalKind::Apnb => 1 + 9 + 36 + 64,
+    };
+    pixels * keys * 4 * 22 / 10
 }
 
 /// Memory available to this process now (Linux `MemAvailable`), in bytes.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pyra_core::networks::{Arch, ArchConfig};
+use pyra_tasks::smooth::{L0Options, SdOptions, Smoother, WmfOptions};
 use serde::{Deserialize, Serialize};
 
 /// A whole run.
@@ -76,6 +77,29 @@ pub enum TaskConfig {
     Mosaic {},
     /// MATLAB bicubic downscaling by `scale`; `data.patch_size` is the HR patch.
     Sr { scale: usize },
+    /// Edge-preserving smoothing (PNEN): the input is the clean image, the target the image
+    /// filtered by `filter` (`l0`: `lambda` 0.02, `kappa` 2; `wmf`: `radius` 10, `sigma` 50;
+    /// `sd`: `lambda` 15), computed once per image and cached.
+    Smooth {
+        filter: SmoothFilter,
+        #[serde(default)]
+        lambda: Option<f64>,
+        #[serde(default)]
+        kappa: Option<f64>,
+        #[serde(default)]
+        radius: Option<usize>,
+        #[serde(default)]
+        sigma: Option<f64>,
+    },
+}
+
+/// The filters a smoothing network can learn.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmoothFilter {
+    L0,
+    Wmf,
+    Sd,
 }
 
 impl TaskConfig {
@@ -84,8 +108,63 @@ impl TaskConfig {
         match self {
             TaskConfig::Denoise { gray, .. } => *gray,
             TaskConfig::Jpeg { .. } => true,
-            TaskConfig::Mosaic {} | TaskConfig::Sr { .. } => false,
+            TaskConfig::Mosaic {} | TaskConfig::Sr { .. } | TaskConfig::Smooth { .. } => false,
         }
+    }
+
+    /// For the smoothing task, its filter with the parameters given (paper defaults for the
+    /// rest); an error names a parameter that does not belong to the filter.
+    pub fn smoother(&self) -> Result<Option<Smoother>, String> {
+        let TaskConfig::Smooth {
+            filter,
+            lambda,
+            kappa,
+            radius,
+            sigma,
+        } = *self
+        else {
+            return Ok(None);
+        };
+        let misplaced = |name: &str, given: bool| {
+            if given {
+                Err(format!(
+                    "task.{name} is not a parameter of the {filter:?} filter"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(Some(match filter {
+            SmoothFilter::L0 => {
+                misplaced("radius", radius.is_some())?;
+                misplaced("sigma", sigma.is_some())?;
+                let d = L0Options::default();
+                Smoother::L0(L0Options {
+                    lambda: lambda.unwrap_or(d.lambda),
+                    kappa: kappa.unwrap_or(d.kappa),
+                    ..d
+                })
+            }
+            SmoothFilter::Wmf => {
+                misplaced("lambda", lambda.is_some())?;
+                misplaced("kappa", kappa.is_some())?;
+                let d = WmfOptions::default();
+                Smoother::Wmf(WmfOptions {
+                    radius: radius.unwrap_or(d.radius),
+                    sigma: sigma.unwrap_or(d.sigma),
+                })
+            }
+            SmoothFilter::Sd => {
+                misplaced("kappa", kappa.is_some())?;
+                misplaced("radius", radius.is_some())?;
+                misplaced("sigma", sigma.is_some())?;
+                let d = SdOptions::default();
+                Smoother::Sd(SdOptions {
+                    lambda: lambda.unwrap_or(d.lambda),
+                    ..d
+                })
+            }
+        }))
     }
 
     /// Output size / input size.
@@ -271,6 +350,13 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("pyra-dn25", include_str!("../../../configs/pyra-dn25.toml")),
     ("pyra-dn50", include_str!("../../../configs/pyra-dn50.toml")),
     ("pyra-sr2", include_str!("../../../configs/pyra-sr2.toml")),
+    ("pnen-l0", include_str!("../../../configs/pnen-l0.toml")),
+    ("pnen-wmf", include_str!("../../../configs/pnen-wmf.toml")),
+    ("pnen-sd", include_str!("../../../configs/pnen-sd.toml")),
+    (
+        "pyra-pnen-l0",
+        include_str!("../../../configs/pyra-pnen-l0.toml"),
+    ),
 ];
 
 /// The TOML text of a preset.

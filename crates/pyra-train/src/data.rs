@@ -7,7 +7,7 @@
 //! thread timing, and a resumed run sees exactly the batches an uninterrupted run sees: the
 //! data RNG state of a checkpoint is `(seed, step)`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use pyra_tasks::degrade::{
     add_gaussian_noise, imresize, jpeg_round_trip, mosaic_grbg, NoiseProtocol, Resize,
 };
-use pyra_tasks::image::{list_images, read_image, Image};
+use pyra_tasks::image::{list_images, read_image, write_png, Depth, Image};
+use pyra_tasks::smooth::Smoother;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -160,6 +161,8 @@ pub fn degrade(task: &TaskConfig, clean: &Image, rng: &mut ChaCha8Rng) -> Image 
             jpeg_round_trip(clean, q).expect("libjpeg encodes an 8-bit image")
         }
         TaskConfig::Mosaic {} => mosaic_grbg(clean),
+        // The network sees the clean image; the filtered one is the target.
+        TaskConfig::Smooth { .. } => clean.clone(),
         TaskConfig::Sr { scale } => imresize(
             clean,
             Resize {
@@ -190,8 +193,9 @@ pub struct Batch {
 pub struct Sampler {
     /// Clean (target) images; for SR, cropped to a multiple of the scale.
     pub images: Arc<ImageSet>,
-    /// For SR, the downscaled `images`; empty otherwise.
-    pub low_res: Arc<Vec<CleanImage>>,
+    /// For SR, the downscaled `images` (the inputs); for smoothing, the filtered `images` (the
+    /// targets); empty otherwise.
+    pub paired: Arc<Vec<CleanImage>>,
     pub task: TaskConfig,
     /// Target patch side.
     pub patch_size: usize,
@@ -201,17 +205,52 @@ pub struct Sampler {
     pub rgb_range: f32,
 }
 
+/// How a [`Sampler`] cuts and scales its batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerOptions {
+    /// Target patch side.
+    pub patch_size: usize,
+    pub batch_size: usize,
+    /// The 8 flips/rotations.
+    pub augment: bool,
+    pub seed: u64,
+    /// The network's pixel range.
+    pub rgb_range: f32,
+    /// For the smoothing task: where the filtered targets are cached.
+    pub target_cache: Option<PathBuf>,
+}
+
 impl Sampler {
     /// A sampler over `images` (checked: every image must give a patch).
     pub fn new(
         images: ImageSet,
         task: TaskConfig,
-        patch_size: usize,
-        batch_size: usize,
-        augment: bool,
-        seed: u64,
-        rgb_range: f32,
+        options: SamplerOptions,
     ) -> Result<Self, String> {
+        let SamplerOptions {
+            patch_size,
+            batch_size,
+            augment,
+            seed,
+            rgb_range,
+            target_cache,
+        } = options;
+        let cache = target_cache.as_deref();
+        if let Some(smoother) = task.smoother()? {
+            let targets = smoothing_targets(&images, &smoother, cache)?;
+            let sampler = Self {
+                images: Arc::new(images),
+                paired: Arc::new(targets),
+                task,
+                patch_size,
+                batch_size,
+                augment,
+                seed,
+                rgb_range,
+            };
+            sampler.check()?;
+            return Ok(sampler);
+        }
         let (images, low_res) = match task {
             TaskConfig::Sr { scale } => {
                 let mut high = Vec::new();
@@ -233,7 +272,7 @@ impl Sampler {
         };
         let sampler = Self {
             images: Arc::new(images),
-            low_res: Arc::new(low_res),
+            paired: Arc::new(low_res),
             task,
             patch_size,
             batch_size,
@@ -291,9 +330,12 @@ impl Sampler {
                 0
             };
             let clean = image.patch(x, y, p, transform);
-            let degraded = match self.task {
-                TaskConfig::Sr { .. } => self.low_res[index].patch(x / s, y / s, lr, transform),
-                _ => degrade(&self.task, &clean, &mut rng),
+            let (degraded, clean) = match self.task {
+                TaskConfig::Sr { .. } => {
+                    (self.paired[index].patch(x / s, y / s, lr, transform), clean)
+                }
+                TaskConfig::Smooth { .. } => (clean, self.paired[index].patch(x, y, p, transform)),
+                _ => (degrade(&self.task, &clean, &mut rng), clean),
             };
             input.extend(degraded.data.iter().map(|v| v * unit));
             target.extend(clean.data.iter().map(|v| v * unit));
@@ -306,6 +348,73 @@ impl Sampler {
             target_shape: [self.batch_size, channels, p, p],
         }
     }
+}
+
+/// The filtered version of every image, computed on all cores; with a `cache` folder, each
+/// is read from `cache/<name>.png` when there and written there (atomically) when made, so
+/// a resumed or repeated run does not filter again.
+pub fn smoothing_targets(
+    images: &ImageSet,
+    smoother: &Smoother,
+    cache: Option<&Path>,
+) -> Result<Vec<CleanImage>, String> {
+    if let Some(dir) = cache {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the target cache {}: {e}", dir.display()))?;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(usize, CleanImage), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(clean) = images.images.get(i) else {
+                            break;
+                        };
+                        done.push(smoothing_target(clean, smoother, cache).map(|t| (i, t)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a filter thread panicked"))
+            .collect()
+    });
+    let mut targets: Vec<Option<CleanImage>> = vec![None; images.len()];
+    for result in results {
+        let (i, target) = result?;
+        targets[i] = Some(target);
+    }
+    Ok(targets
+        .into_iter()
+        .map(|t| t.expect("every image filtered"))
+        .collect())
+}
+
+fn smoothing_target(
+    clean: &CleanImage,
+    smoother: &Smoother,
+    cache: Option<&Path>,
+) -> Result<CleanImage, String> {
+    let cached = cache.map(|dir| dir.join(format!("{}.png", clean.name)));
+    if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+        let image = read_image(path).map_err(|e| e.to_string())?;
+        if (image.width, image.height, image.channels)
+            == (clean.width, clean.height, clean.channels)
+        {
+            return Ok(CleanImage::from_image(clean.name.clone(), &image));
+        }
+    }
+    let target = smoother.apply(&clean.to_image())?;
+    if let Some(path) = cached {
+        write_png(&target, &path, Depth::Eight).map_err(|e| e.to_string())?;
+    }
+    Ok(CleanImage::from_image(clean.name.clone(), &target))
 }
 
 /// Worker threads that make batches `first_step, first_step + 1, ...` ahead of the model and
@@ -395,11 +504,14 @@ mod tests {
                 sigma: Level::Range([10.0, 50.0]),
                 gray: false,
             },
-            8,
-            3,
-            true,
-            workers_seed,
-            1.0,
+            SamplerOptions {
+                patch_size: 8,
+                batch_size: 3,
+                augment: true,
+                seed: workers_seed,
+                rgb_range: 1.0,
+                target_cache: None,
+            },
         )
         .unwrap()
     }
@@ -451,16 +563,19 @@ mod tests {
                 images: vec![image.clone()],
             },
             TaskConfig::Sr { scale: 2 },
-            8,
-            4,
-            false,
-            3,
-            255.0,
+            SamplerOptions {
+                patch_size: 8,
+                batch_size: 4,
+                augment: false,
+                seed: 3,
+                rgb_range: 255.0,
+                target_cache: None,
+            },
         )
         .unwrap();
         let hr = image.to_image().mod_crop(2);
         let lr = imresize(&hr, Resize { scale: 0.5 });
-        assert_eq!(sr.low_res[0].to_image().data, lr.data);
+        assert_eq!(sr.paired[0].to_image().data, lr.data);
         let batch = sr.batch(0);
         assert_eq!(batch.input_shape, [4, 3, 4, 4]);
         for i in 0..4 {
@@ -468,12 +583,67 @@ mod tests {
             let target = &batch.target[i * 192..][..192];
             let found = (0..=(lr.height - 4)).any(|y| {
                 (0..=(lr.width - 4)).any(|x| {
-                    sr.low_res[0].patch(x, y, 4, 0).data == input
+                    sr.paired[0].patch(x, y, 4, 0).data == input
                         && sr.images.images[0].patch(2 * x, 2 * y, 8, 0).data == target
                 })
             });
             assert!(found, "pair {i} is not an aligned LR/HR crop");
         }
+    }
+
+    #[test]
+    fn smoothing_pairs_are_clean_and_filtered_crops_and_the_targets_are_cached() {
+        let base = sampler(1);
+        let image = base.images.images[0].clone();
+        let task = TaskConfig::Smooth {
+            filter: crate::config::SmoothFilter::L0,
+            lambda: Some(0.05),
+            kappa: None,
+            radius: None,
+            sigma: None,
+        };
+        let smoother = task.smoother().unwrap().unwrap();
+        let filtered = smoother.apply(&image.to_image()).unwrap();
+        assert_ne!(filtered.data, image.to_image().data);
+        let cache = std::env::temp_dir().join(format!("pyra-target-cache-{}", std::process::id()));
+        let make = || {
+            Sampler::new(
+                ImageSet {
+                    images: vec![image.clone()],
+                },
+                task.clone(),
+                SamplerOptions {
+                    patch_size: 8,
+                    batch_size: 3,
+                    augment: true,
+                    seed: 5,
+                    rgb_range: 255.0,
+                    target_cache: Some(cache.clone()),
+                },
+            )
+            .unwrap()
+        };
+        let first = make();
+        assert_eq!(first.paired[0].to_image().data, filtered.data);
+        assert!(cache.join(format!("{}.png", image.name)).exists());
+        // A second sampler reads the cached targets and makes the same batches.
+        let second = make();
+        assert_eq!(first.batch(4), second.batch(4));
+        let batch = first.batch(4);
+        for i in 0..3 {
+            let input = &batch.input[i * 192..][..192];
+            let target = &batch.target[i * 192..][..192];
+            let found = (0..=(image.height - 8)).any(|y| {
+                (0..=(image.width - 8)).any(|x| {
+                    (0..8u8).any(|t| {
+                        image.patch(x, y, 8, t).data == input
+                            && first.paired[0].patch(x, y, 8, t).data == target
+                    })
+                })
+            });
+            assert!(found, "pair {i} is not a clean/filtered crop at one place");
+        }
+        std::fs::remove_dir_all(cache).unwrap();
     }
 
     #[test]

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{export_weights, Checkpoint};
 use crate::config::RunConfig;
-use crate::data::{ImageSet, Prefetcher, Sampler};
+use crate::data::{ImageSet, Prefetcher, Sampler, SamplerOptions};
 use crate::optim::learning_rate;
 use crate::plot::line_chart;
 use crate::step::Trainer;
@@ -253,11 +253,17 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     let sampler = Sampler::new(
         train_set,
         config.task.clone(),
-        config.data.patch_size,
-        config.data.batch_size,
-        config.data.augment,
-        config.optim.seed,
-        arch.rgb_range(),
+        SamplerOptions {
+            patch_size: config.data.patch_size,
+            batch_size: config.data.batch_size,
+            augment: config.data.augment,
+            seed: config.optim.seed,
+            rgb_range: arch.rgb_range(),
+            target_cache: config
+                .task
+                .smoother()?
+                .map(|s| dir.join("targets").join(s.tag())),
+        },
     )?;
 
     // Model and optimiser.

@@ -88,8 +88,14 @@ impl Trainer {
         target: Tensor<4>,
         learning_rate: f64,
     ) -> Result<StepStats, String> {
-        let output = self.model.forward(input);
-        let loss = self.loss.compute(output, target);
+        // Every supervised prediction adds its loss (PNEN: Y and each Y_m).
+        let loss = self
+            .model
+            .forward_supervised(input)
+            .into_iter()
+            .map(|output| self.loss.compute(output, target.clone()))
+            .reduce(|a, b| a + b)
+            .expect("a network has an output");
         let value = loss.clone().into_scalar::<f32>();
         if !value.is_finite() {
             return Err(format!(

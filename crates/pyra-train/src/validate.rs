@@ -65,6 +65,12 @@ impl Validator {
                 ));
             }
             let target = image.crop((image.width - w) / 2, (image.height - h) / 2, w, h);
+            if let Some(smoother) = task.smoother()? {
+                // The crop is filtered as an image of its own.
+                let filtered = smoother.apply(&target)?;
+                pairs.push((target, filtered));
+                continue;
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_0000 + index as u64);
             let input = degrade(task, &target, &mut rng);
             pairs.push((input, target));

@@ -5,7 +5,11 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{Dncnn, DncnnConfig, Edsr, EdsrConfig, PaEdsr, PaEdsrConfig, PaNet, PaNetConfig};
+use super::{
+    Dncnn, DncnnConfig, Edsr, EdsrConfig, MemNet, MemNetConfig, PaEdsr, PaEdsrConfig, PaNet,
+    PaNetConfig, Pnen, PnenConfig, Rdn, RdnConfig,
+};
+use crate::blocks::NonLocalKind;
 use crate::blocks::{PyramidAttention, PyramidAttentionConfig};
 use crate::ops::Interp;
 
@@ -17,6 +21,9 @@ pub enum Arch {
     PaEdsr,
     Edsr,
     Dncnn,
+    Pnen,
+    Rdn,
+    MemNet,
 }
 
 impl std::str::FromStr for Arch {
@@ -28,8 +35,11 @@ impl std::str::FromStr for Arch {
             "paedsr" | "pa-edsr" => Ok(Self::PaEdsr),
             "edsr" => Ok(Self::Edsr),
             "dncnn" => Ok(Self::Dncnn),
+            "pnen" => Ok(Self::Pnen),
+            "rdn" => Ok(Self::Rdn),
+            "memnet" => Ok(Self::MemNet),
             other => Err(format!(
-                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr, edsr or dncnn)"
+                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr, edsr, dncnn, pnen, rdn or memnet)"
             )),
         }
     }
@@ -43,12 +53,24 @@ pub enum ArchConfig {
     PaEdsr(PaEdsrConfig),
     Edsr(EdsrConfig),
     Dncnn(DncnnConfig),
+    Pnen(PnenConfig),
+    Rdn(RdnConfig),
+    MemNet(MemNetConfig),
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
     value
         .parse()
         .map_err(|_| format!("`{key}={value}`: `{value}` is not a valid value for {key}"))
+}
+
+/// `pnb`, `nlb`, `apnb` or `none`.
+fn parse_non_local(value: &str) -> Result<Option<NonLocalKind>, String> {
+    if value.eq_ignore_ascii_case("none") {
+        Ok(None)
+    } else {
+        value.parse().map(Some)
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -98,6 +120,9 @@ impl ArchConfig {
             Arch::PaEdsr => Self::PaEdsr(PaEdsrConfig::new()),
             Arch::Edsr => Self::Edsr(EdsrConfig::new()),
             Arch::Dncnn => Self::Dncnn(DncnnConfig::new()),
+            Arch::Pnen => Self::Pnen(PnenConfig::new()),
+            Arch::Rdn => Self::Rdn(RdnConfig::new()),
+            Arch::MemNet => Self::MemNet(MemNetConfig::new()),
         };
         for (key, value) in settings {
             let (key, value) = (key.as_str(), value.as_str());
@@ -171,6 +196,64 @@ impl ArchConfig {
                     "image_channels" | "n_colors" => c.image_channels = parse(key, value)?,
                     _ => return Err(unknown("dncnn", key, "depth, n_channels, image_channels")),
                 },
+                Self::Pnen(c) => match key {
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_groups" => c.n_groups = parse(key, value)?,
+                    "key_channels" => c.key_channels = parse(key, value)?,
+                    "value_channels" => c.value_channels = parse(key, value)?,
+                    "scales" => c.scales = parse(key, value)?,
+                    "non_local" => c.non_local = value.parse()?,
+                    // Pixels are on [0, 1]; accepted for symmetry with the other networks.
+                    "rgb_range" if parse::<f64>(key, value)? == 1.0 => {}
+                    _ => {
+                        return Err(unknown(
+                            "pnen",
+                            key,
+                            "n_colors, n_feats, n_groups, key_channels, value_channels, scales, non_local",
+                        ))
+                    }
+                },
+                Self::Rdn(c) => match key {
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "G0" | "g0" => c.g0 = parse(key, value)?,
+                    "n_blocks" | "D" => c.n_blocks = parse(key, value)?,
+                    "n_layers" | "C" => c.n_layers = parse(key, value)?,
+                    "growth" | "G" => c.growth = parse(key, value)?,
+                    "scale" => c.scale = parse(key, value)?,
+                    "rgb_range" => c.rgb_range = parse(key, value)?,
+                    "non_local" => c.non_local = parse_non_local(value)?,
+                    "non_local_every" => c.non_local_every = parse(key, value)?,
+                    "key_channels" => c.key_channels = parse(key, value)?,
+                    "value_channels" => c.value_channels = parse(key, value)?,
+                    "scales" => c.scales = parse(key, value)?,
+                    _ => {
+                        return Err(unknown(
+                            "rdn",
+                            key,
+                            "n_colors, G0, D, C, G, scale, rgb_range, non_local, non_local_every, key_channels, value_channels, scales",
+                        ))
+                    }
+                },
+                Self::MemNet(c) => match key {
+                    "n_colors" => c.n_colors = parse(key, value)?,
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_memblocks" => c.n_memblocks = parse(key, value)?,
+                    "n_resblocks" => c.n_resblocks = parse(key, value)?,
+                    "non_local" => c.non_local = parse_non_local(value)?,
+                    "non_local_every" => c.non_local_every = parse(key, value)?,
+                    "key_channels" => c.key_channels = parse(key, value)?,
+                    "value_channels" => c.value_channels = parse(key, value)?,
+                    "scales" => c.scales = parse(key, value)?,
+                    "rgb_range" if parse::<f64>(key, value)? == 1.0 => {}
+                    _ => {
+                        return Err(unknown(
+                            "memnet",
+                            key,
+                            "n_colors, n_feats, n_memblocks, n_resblocks, non_local, non_local_every, key_channels, value_channels, scales",
+                        ))
+                    }
+                },
             }
         }
         config.validate()?;
@@ -204,6 +287,9 @@ impl ArchConfig {
                 c.validate()
             }
             Self::Dncnn(c) => c.validate(),
+            Self::Pnen(c) => c.validate(),
+            Self::Rdn(c) => c.validate(),
+            Self::MemNet(c) => c.validate(),
         }
     }
 
@@ -215,6 +301,9 @@ impl ArchConfig {
             Self::PaEdsr(c) => c.n_colors,
             Self::Edsr(c) => c.n_colors,
             Self::Dncnn(c) => c.image_channels,
+            Self::Pnen(c) => c.n_colors,
+            Self::Rdn(c) => c.n_colors,
+            Self::MemNet(c) => c.n_colors,
         }
     }
 
@@ -223,6 +312,7 @@ impl ArchConfig {
         match self {
             Self::PaEdsr(c) => c.scale,
             Self::Edsr(c) => c.scale,
+            Self::Rdn(c) => c.scale,
             _ => 1,
         }
     }
@@ -233,7 +323,8 @@ impl ArchConfig {
             Self::PaNet(c) => c.rgb_range as f32,
             Self::PaEdsr(c) => c.rgb_range as f32,
             Self::Edsr(c) => c.rgb_range as f32,
-            Self::PyramidAttention(_) | Self::Dncnn(_) => 1.0,
+            Self::Rdn(c) => c.rgb_range as f32,
+            Self::PyramidAttention(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::MemNet(_) => 1.0,
         }
     }
 
@@ -243,7 +334,9 @@ impl ArchConfig {
         match self {
             Self::PyramidAttention(_) | Self::PaEdsr(_) => true,
             Self::PaNet(c) => c.with_attention,
-            Self::Edsr(_) | Self::Dncnn(_) => false,
+            Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
+                false
+            }
         }
     }
 
@@ -254,6 +347,9 @@ impl ArchConfig {
             Self::PaEdsr(c) => AnyNetwork::PaEdsr(c.init(device)),
             Self::Edsr(c) => AnyNetwork::Edsr(c.init(device)),
             Self::Dncnn(c) => AnyNetwork::Dncnn(c.init(device)),
+            Self::Pnen(c) => AnyNetwork::Pnen(c.init(device)),
+            Self::Rdn(c) => AnyNetwork::Rdn(c.init(device)),
+            Self::MemNet(c) => AnyNetwork::MemNet(c.init(device)),
         }
     }
 }
@@ -269,6 +365,9 @@ pub enum AnyNetwork {
     PaEdsr(PaEdsr),
     Edsr(Edsr),
     Dncnn(Dncnn),
+    Pnen(Pnen),
+    Rdn(Rdn),
+    MemNet(MemNet),
 }
 
 impl AnyNetwork {
@@ -280,7 +379,9 @@ impl AnyNetwork {
             Self::PyramidAttention(m) => return Some((x, m)),
             Self::PaNet(m) => (m.head[0].forward(x), &m.body),
             Self::PaEdsr(m) => (m.head[0].forward(m.sub_mean.forward(x)), &m.body),
-            Self::Edsr(_) | Self::Dncnn(_) => return None,
+            Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
+                return None
+            }
         };
         let mut y = features;
         for layer in body {
@@ -300,6 +401,21 @@ impl AnyNetwork {
             Self::PaEdsr(m) => m.forward(x),
             Self::Edsr(m) => m.forward(x),
             Self::Dncnn(m) => m.forward(x),
+            Self::Pnen(m) => m.forward(x),
+            Self::Rdn(m) => m.forward(x),
+            Self::MemNet(m) => m.forward(x),
+        }
+    }
+
+    /// Every prediction the training loss supervises, the final one first: PNEN's Y and
+    /// its per-group Y_m; the single output of the other networks.
+    pub fn forward_supervised(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        match self {
+            Self::Pnen(m) => {
+                let (y, per_group) = m.forward_all(x);
+                std::iter::once(y).chain(per_group).collect()
+            }
+            other => vec![other.forward(x)],
         }
     }
 }

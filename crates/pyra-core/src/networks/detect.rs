@@ -80,9 +80,19 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
             ],
         });
     }
+    if let Some(entry) = shape(dict, "entry.weight") {
+        return detect_pnen(dict, entry);
+    }
+    if let Some(sfe) = shape(dict, "SFENet1.weight") {
+        return detect_rdn(dict, sfe);
+    }
+    if let Some(fe) = shape(dict, "feature_extractor.conv.weight") {
+        return detect_memnet(dict, fe);
+    }
     let head = shape(dict, "head.0.weight").ok_or_else(|| {
-        "unrecognised checkpoint: no `head.0.weight` (PANet/EDSR family) nor `dncnn.0.weight` \
-         (DnCNN); give --arch and --set explicitly"
+        "unrecognised checkpoint: no `head.0.weight` (PANet/EDSR family), `dncnn.0.weight` \
+         (DnCNN), `entry.weight` (PNEN), `SFENet1.weight` (RDN) nor \
+         `feature_extractor.conv.weight` (MemNet); give --arch and --set explicitly"
             .to_string()
     })?;
     let (n_feats, n_colors) = (head[0], head[1]);
@@ -132,4 +142,136 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
         settings.push(s("rgb_range", &range));
     }
     Ok(Detected { arch, settings })
+}
+
+/// PNEN: sizes from the entry convolution and the first group's non-local block. The plain
+/// non-local block and APNB have the same keys (`theta`, `phi`, `g`, `w`); such a checkpoint
+/// is taken as NLB unless `--set non_local=apnb` says otherwise.
+fn detect_pnen(dict: &StateDict, entry: &[usize]) -> Result<Detected, String> {
+    let s = |k: &str, v: &dyn std::fmt::Display| (k.to_string(), v.to_string());
+    let n_groups = shape(dict, "fusion")
+        .map(|f| f[0])
+        .ok_or("a PNEN checkpoint needs `fusion` (the weights of the group predictions)")?;
+    let mut settings = vec![
+        s("n_colors", &entry[1]),
+        s("n_feats", &entry[0]),
+        s("n_groups", &n_groups),
+    ];
+    if let Some(query) = shape(dict, "groups.0.non_local.query.weight") {
+        let value = shape(dict, "groups.0.non_local.values.0.weight")
+            .ok_or("a PNEN checkpoint with a pyramid non-local block needs its `values`")?;
+        let scales = count(dict, |k| {
+            k.starts_with("groups.0.non_local.keys.") && k.ends_with(".weight")
+        });
+        settings.extend([
+            s("non_local", &"pnb"),
+            s("key_channels", &query[0]),
+            s("value_channels", &value[0]),
+            s("scales", &scales),
+        ]);
+    } else if dict.get("groups.0.non_local.theta.weight").is_some() {
+        settings.push(s("non_local", &"nlb"));
+    } else {
+        return Err("a PNEN checkpoint without a recognisable non-local block in group 0".into());
+    }
+    Ok(Detected {
+        arch: Arch::Pnen,
+        settings,
+    })
+}
+
+/// The non-local blocks of an RDN/MemNet body (`non_locals.{k}`): kind, sizes and spacing
+/// (`non_local_every`: 5, the paper's, when it explains the count, else the spacing that
+/// spreads the count over `units`).
+fn host_non_locals(dict: &StateDict, units: usize) -> Vec<(String, String)> {
+    let s = |k: &str, v: &dyn std::fmt::Display| (k.to_string(), v.to_string());
+    let count = count(dict, |k| {
+        k.starts_with("non_locals.")
+            && (k.ends_with(".query.weight") || k.ends_with(".theta.weight"))
+    });
+    if count == 0 {
+        return vec![s("non_local", &"none")];
+    }
+    let every = if units.div_ceil(5) == count {
+        5
+    } else {
+        units.div_ceil(count)
+    };
+    let mut settings = vec![s("non_local_every", &every)];
+    if let Some(query) = shape(dict, "non_locals.0.query.weight") {
+        let value = shape(dict, "non_locals.0.values.0.weight").map_or(0, |v| v[0]);
+        let scales = count_keys(dict, "non_locals.0.keys.");
+        settings.extend([
+            s("non_local", &"pnb"),
+            s("key_channels", &query[0]),
+            s("value_channels", &value),
+            s("scales", &scales),
+        ]);
+    } else {
+        settings.push(s("non_local", &"nlb"));
+    }
+    settings
+}
+
+fn count_keys(dict: &StateDict, prefix: &str) -> usize {
+    count(dict, |k| k.starts_with(prefix) && k.ends_with(".weight"))
+}
+
+/// RDN: G0 and the colours from `SFENet1`, D, C and G from the dense blocks, the scale from
+/// UPNet's first convolution (G * r^2 outputs).
+fn detect_rdn(dict: &StateDict, sfe: &[usize]) -> Result<Detected, String> {
+    let s = |k: &str, v: &dyn std::fmt::Display| (k.to_string(), v.to_string());
+    let blocks = count(dict, |k| {
+        k.starts_with("RDBs.") && k.ends_with(".LFF.weight")
+    });
+    let layers = count(dict, |k| {
+        k.starts_with("RDBs.0.convs.") && k.ends_with(".conv.0.weight")
+    });
+    let growth = shape(dict, "RDBs.0.convs.0.conv.0.weight")
+        .map(|g| g[0])
+        .ok_or("an RDN checkpoint needs `RDBs.0.convs.0.conv.0.weight`")?;
+    let up = shape(dict, "UPNet.0.weight").ok_or("an RDN checkpoint needs `UPNet.0.weight`")?;
+    let scale = if dict.get("UPNet.4.weight").is_some() {
+        4
+    } else if dict.get("UPNet.2.weight").is_some() {
+        ((up[0] / growth.max(1)) as f64).sqrt().round() as usize
+    } else {
+        1
+    };
+    let mut settings = vec![
+        s("n_colors", &sfe[1]),
+        s("G0", &sfe[0]),
+        s("D", &blocks),
+        s("C", &layers),
+        s("G", &growth),
+        s("scale", &scale),
+    ];
+    settings.extend(host_non_locals(dict, blocks));
+    Ok(Detected {
+        arch: Arch::Rdn,
+        settings,
+    })
+}
+
+/// MemNet: features and colours from the feature extractor, M from the gate units, R from
+/// the first gate's input (R short-term + 1 long-term memories).
+fn detect_memnet(dict: &StateDict, fe: &[usize]) -> Result<Detected, String> {
+    let s = |k: &str, v: &dyn std::fmt::Display| (k.to_string(), v.to_string());
+    let blocks = count(dict, |k| {
+        k.starts_with("dense_memory.") && k.ends_with(".gate_unit.conv.weight")
+    });
+    let gate = shape(dict, "dense_memory.0.gate_unit.conv.weight")
+        .ok_or("a MemNet checkpoint needs `dense_memory.0.gate_unit.conv.weight`")?;
+    let recursions = (gate[1] / fe[0].max(1)).saturating_sub(1);
+    let mut settings = vec![
+        s("n_colors", &fe[1]),
+        s("n_feats", &fe[0]),
+        s("n_memblocks", &blocks),
+        s("n_resblocks", &recursions),
+    ];
+    settings.extend(host_non_locals(dict, blocks));
+    Ok(Detected {
+        arch: Arch::MemNet,
+        settings,
+    })
 }

@@ -1,0 +1,220 @@
+//! RDN, the residual dense network (Zhang et al., CVPR 2018), as PNEN's section V hosts it:
+//! a non-local block (the pyramid one, or the plain one for the ablation) inserted before
+//! every `non_local_every` residual dense blocks.
+//!
+//! ```text
+//!   F_-1 = SFENet1(x),  F_0 = SFENet2(F_-1)
+//!   F_d  = RDB_d( NL_k(F_{d-1}) if d-1 is a multiple of `non_local_every` else F_{d-1} )
+//!   RDB(f) = f + LFF( concat(f, c_1, ..., c_C) ),  c_i = ReLU(conv3x3(concat(f, c_1..c_{i-1})))
+//!   y = UPNet( GFF(concat(F_1, ..., F_D)) + F_-1 )
+//! ```
+//!
+//! Keys are those of EDSR-PyTorch's `rdn.py` (`SFENet1`, `RDBs.{d}.convs.{c}.conv.0`,
+//! `RDBs.{d}.LFF`, `GFF.0/1`, `UPNet.{0,2,4}`); the non-local blocks are `non_locals.{k}`.
+//! For `scale = 1` (denoising) UPNet is one convolution to the image channels and the input
+//! is added back (global residual learning, as RDN's restoration variant), a choice of
+//! this implementation.
+
+// Field names are the official state-dict keys (`SFENet1`, `RDBs`, `LFF`, ...), which are
+// not snake case; the Module derive repeats them in generated code.
+#![allow(non_snake_case)]
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::PixelShuffleConfig;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::blocks::upsampler::{supported_scale, upsample, Upsampler, UpsamplerLayer};
+use crate::blocks::{default_conv, NonLocalKind, NonLocalLayer};
+
+#[derive(Config, Debug, PartialEq)]
+pub struct RdnConfig {
+    #[config(default = 3)]
+    pub n_colors: usize,
+    /// G0: features between blocks.
+    #[config(default = 64)]
+    pub g0: usize,
+    /// D: residual dense blocks.
+    #[config(default = 16)]
+    pub n_blocks: usize,
+    /// C: convolutions per block.
+    #[config(default = 8)]
+    pub n_layers: usize,
+    /// G: growth rate.
+    #[config(default = 64)]
+    pub growth: usize,
+    /// Upscaling factor (1: restoration).
+    #[config(default = 1)]
+    pub scale: usize,
+    #[config(default = 255.0)]
+    pub rgb_range: f64,
+    /// The non-local block inserted, or none.
+    #[config(default = "Some(NonLocalKind::Pnb)")]
+    pub non_local: Option<NonLocalKind>,
+    #[config(default = 5)]
+    pub non_local_every: usize,
+    #[config(default = 64)]
+    pub key_channels: usize,
+    #[config(default = 32)]
+    pub value_channels: usize,
+    #[config(default = 3)]
+    pub scales: usize,
+}
+
+impl RdnConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("n_colors", self.n_colors),
+            ("g0", self.g0),
+            ("n_blocks", self.n_blocks),
+            ("n_layers", self.n_layers),
+            ("growth", self.growth),
+            ("non_local_every", self.non_local_every),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.scale != 1 && !(supported_scale(self.scale) && self.scale <= 4) {
+            return Err(format!("scale must be 1, 2, 3 or 4, got {}", self.scale));
+        }
+        Ok(())
+    }
+
+    /// How many non-local blocks the body holds.
+    pub fn non_local_count(&self) -> usize {
+        match self.non_local {
+            Some(_) => self.n_blocks.div_ceil(self.non_local_every),
+            None => 0,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Rdn {
+        let (g0, g, c) = (self.g0, self.growth, self.n_layers);
+        let up = |channels_in: usize, channels_out: usize| {
+            UpsamplerLayer::Conv(default_conv(channels_in, channels_out, 3, device))
+        };
+        let shuffle = |r: usize| UpsamplerLayer::PixelShuffle(PixelShuffleConfig::new(r).init());
+        let upnet: Upsampler = match self.scale {
+            1 => vec![up(g0, self.n_colors)],
+            2 | 3 => vec![
+                up(g0, g * self.scale * self.scale),
+                shuffle(self.scale),
+                up(g, self.n_colors),
+            ],
+            _ => vec![
+                up(g0, g * 4),
+                shuffle(2),
+                up(g, g * 4),
+                shuffle(2),
+                up(g, self.n_colors),
+            ],
+        };
+        Rdn {
+            SFENet1: default_conv(self.n_colors, g0, 3, device),
+            SFENet2: default_conv(g0, g0, 3, device),
+            RDBs: (0..self.n_blocks)
+                .map(|_| ResidualDenseBlock {
+                    convs: (0..c)
+                        .map(|i| DenseLayer {
+                            conv: vec![default_conv(g0 + i * g, g, 3, device)],
+                        })
+                        .collect(),
+                    LFF: default_conv(g0 + c * g, g0, 1, device),
+                })
+                .collect(),
+            non_locals: self
+                .non_local
+                .map(|kind| {
+                    (0..self.non_local_count())
+                        .map(|_| {
+                            kind.init(
+                                g0,
+                                self.key_channels,
+                                self.value_channels,
+                                self.scales,
+                                device,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            GFF: (
+                default_conv(self.n_blocks * g0, g0, 1, device),
+                default_conv(g0, g0, 3, device),
+            ),
+            UPNet: upnet,
+            non_local_every: self.non_local_every,
+            scale: self.scale,
+        }
+    }
+}
+
+/// `RDB_Conv`: its `conv` is `nn.Sequential(conv, ReLU)`, so the convolution's key is
+/// `conv.0` (a one-element `Vec` here; the ReLU has no weights).
+#[derive(Module, Debug)]
+pub struct DenseLayer {
+    pub conv: Vec<Conv2d>,
+}
+
+#[derive(Module, Debug)]
+pub struct ResidualDenseBlock {
+    pub convs: Vec<DenseLayer>,
+    /// Local feature fusion, 1x1.
+    pub LFF: Conv2d,
+}
+
+impl ResidualDenseBlock {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut features = x.clone();
+        for layer in &self.convs {
+            let grown = relu(layer.conv[0].forward(features.clone()));
+            features = Tensor::cat(vec![features, grown], 1);
+        }
+        self.LFF.forward(features) + x
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Rdn {
+    pub SFENet1: Conv2d,
+    pub SFENet2: Conv2d,
+    pub RDBs: Vec<ResidualDenseBlock>,
+    /// `non_locals.{k}` runs before `RDBs.{k * non_local_every}`.
+    pub non_locals: Vec<NonLocalLayer>,
+    /// Global feature fusion: 1x1 over all block outputs, then 3x3.
+    pub GFF: (Conv2d, Conv2d),
+    pub UPNet: Upsampler,
+    pub non_local_every: usize,
+    pub scale: usize,
+}
+
+impl Rdn {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shallow = self.SFENet1.forward(x.clone());
+        let mut f = self.SFENet2.forward(shallow.clone());
+        let mut outputs = Vec::with_capacity(self.RDBs.len());
+        for (d, block) in self.RDBs.iter().enumerate() {
+            if d % self.non_local_every == 0 {
+                if let Some(non_local) = self.non_locals.get(d / self.non_local_every) {
+                    f = non_local.forward(f);
+                }
+            }
+            f = block.forward(f);
+            outputs.push(f.clone());
+        }
+        let fused = self
+            .GFF
+            .1
+            .forward(self.GFF.0.forward(Tensor::cat(outputs, 1)))
+            + shallow;
+        let y = upsample(&self.UPNet, fused);
+        if self.scale == 1 {
+            y + x
+        } else {
+            y
+        }
+    }
+}
