@@ -1,8 +1,11 @@
-//! `pyra attention IN OUT.png --weights FILE --pixel X,Y ...`: PANet's Fig. 8. For each chosen
-//! pixel, the attention weights over every pyramid level, drawn as a heatmap over the image at
-//! that level; one row per pixel, one column per level (levels drawn at their own size), the
-//! query pixel marked with a cross. Colours are normalised per pixel over all levels, so the
-//! levels of a row compare directly.
+//! `pyra attention IN OUT.png --weights FILE --pixel X,Y ...`: PANet's Fig. 8 and PNEN's
+//! Fig. 5. For each chosen pixel, the attention weights over every pyramid level (PANet's
+//! pyramid attention) or over the keys of every scale (a pyramid non-local block of PNEN,
+//! RDN or MemNet; `--block N` picks which), drawn as a heatmap over the image at that level;
+//! one row per pixel, one column per level (levels drawn at their own size), the query pixel
+//! marked with a cross. Pyramid attention has one softmax over all levels, so its colours
+//! are normalised per pixel over all levels and a row compares directly; the PNB has one
+//! softmax per scale, so each of its cells is normalised on its own.
 
 use std::path::PathBuf;
 
@@ -19,9 +22,13 @@ pub struct AttentionArgs {
     input: PathBuf,
     /// The PNG to write.
     output: PathBuf,
-    /// Weights of a network with pyramid attention (PANet, PA-EDSR).
+    /// Weights of a network with pyramid attention (PANet, PA-EDSR) or pyramid non-local
+    /// blocks (PNEN, RDN/MemNet with PNB).
     #[arg(long)]
     weights: PathBuf,
+    /// Which pyramid non-local block (PNEN: the group; RDN/MemNet: the inserted block).
+    #[arg(long, default_value_t = 0)]
+    block: usize,
     /// Query pixel `X,Y` in input coordinates (repeatable).
     #[arg(long = "pixel", value_name = "X,Y", required = true)]
     pixels: Vec<String>,
@@ -85,17 +92,44 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         .collect::<Result<_>>()?;
 
     let x = image.to_tensor(config.rgb_range(), &device);
-    let (features, attention) = network
-        .attention_input(x)
-        .context("this network has no pyramid attention")?;
-    let [_, _, h, w] = features.dims();
-    let levels = attention.level_sizes(h, w);
-    let weights = attention
-        .attention_at(features, &pixels)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32");
+    // (feature height, width), the key grid of every level, the weights of every pixel over
+    // all levels' keys, and whether each level has its own softmax.
+    let (h, w, levels, weights, per_level) =
+        if let Some((features, attention)) = network.attention_input(x.clone()) {
+            let [_, _, h, w] = features.dims();
+            let levels = attention.level_sizes(h, w);
+            let weights = attention
+                .attention_at(features, &pixels)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32");
+            (h, w, levels, weights, false)
+        } else if let Some((features, block)) = network.pyramid_non_local_input(x, args.block) {
+            let [_, _, h, w] = features.dims();
+            let maps = block.attention_maps(features);
+            let levels: Vec<(usize, usize)> = (1..=maps.len())
+                .map(|s| (h.div_ceil(1 << s), w.div_ceil(1 << s)))
+                .collect();
+            let mut weights = Vec::new();
+            for &(py, px) in &pixels {
+                for map in &maps {
+                    let row = map.clone().narrow(1, py * w + px, 1);
+                    weights.extend(
+                        row.into_data()
+                            .convert::<f32>()
+                            .try_into_vec::<f32>()
+                            .expect("f32"),
+                    );
+                }
+            }
+            (h, w, levels, weights, true)
+        } else {
+            bail!(
+                "this network has no pyramid attention nor a pyramid non-local block number {}",
+                args.block
+            );
+        };
     let blocks: usize = levels.iter().map(|(a, b)| a * b).sum();
 
     // Layout: rows = pixels, columns = levels, each cell the level's size, 4 px gaps.
@@ -106,14 +140,16 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     let gray = image.to_gray();
     for (row, &(py, px)) in pixels.iter().enumerate() {
         let row_weights = &weights[row * blocks..(row + 1) * blocks];
-        let peak = row_weights
-            .iter()
-            .cloned()
-            .fold(f32::MIN, f32::max)
-            .max(1e-12);
+        let peak_of = |values: &[f32]| values.iter().cloned().fold(f32::MIN, f32::max).max(1e-12);
+        let row_peak = peak_of(row_weights);
         let (mut offset, mut cx) = (0, gap);
         let cy = gap + row * (h + gap);
         for &(lh, lw) in &levels {
+            let peak = if per_level {
+                peak_of(&row_weights[offset..offset + lh * lw])
+            } else {
+                row_peak
+            };
             for y in 0..lh {
                 for xx in 0..lw {
                     // Background: the image at this level (nearest sample), dimmed.

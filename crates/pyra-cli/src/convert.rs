@@ -64,7 +64,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 pub struct InitArgs {
     /// The safetensors file to write.
     output: PathBuf,
-    /// Architecture (pyramid-attention, panet, paedsr, edsr, dncnn).
+    /// Architecture (pyramid-attention, panet, paedsr, edsr, dncnn, pnen, rdn, memnet).
     #[arg(long)]
     arch: String,
     /// Official constructor argument (repeatable), e.g. `n_resblocks=8`.

@@ -9,6 +9,7 @@ mod eval;
 mod files;
 mod forward;
 mod model;
+mod profile;
 mod report;
 mod restore;
 mod smooth;
@@ -54,6 +55,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Edge-preserving smoothing: L0 gradient minimisation, weighted median, SD filter.
     Smooth(smooth::SmoothArgs),
+    /// Parameters, FLOPs, time and peak memory of a network or non-local block at a size.
+    Profile(profile::ProfileArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Attention(args) => attention::run(args),
         Command::Train(args) => train::run(args),
         Command::Smooth(args) => smooth::run(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

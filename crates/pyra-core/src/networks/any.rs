@@ -9,7 +9,7 @@ use super::{
     Dncnn, DncnnConfig, Edsr, EdsrConfig, MemNet, MemNetConfig, PaEdsr, PaEdsrConfig, PaNet,
     PaNetConfig, Pnen, PnenConfig, Rdn, RdnConfig,
 };
-use crate::blocks::NonLocalKind;
+use crate::blocks::{NonLocalKind, NonLocalLayer, PyramidNonLocal};
 use crate::blocks::{PyramidAttention, PyramidAttentionConfig};
 use crate::ops::Interp;
 
@@ -392,6 +392,63 @@ impl AnyNetwork {
             }
         }
         None
+    }
+
+    /// The features that enter the `index`-th pyramid non-local block (PNEN: of group
+    /// `index`; RDN/MemNet: the `index`-th inserted block), and the block; `None` when there
+    /// is no such pyramid non-local block.
+    pub fn pyramid_non_local_input(
+        &self,
+        x: Tensor<4>,
+        index: usize,
+    ) -> Option<(Tensor<4>, &PyramidNonLocal)> {
+        fn as_pnb(layer: &NonLocalLayer) -> Option<&PyramidNonLocal> {
+            match layer {
+                NonLocalLayer::Pnb(block) => Some(block),
+                _ => None,
+            }
+        }
+        match self {
+            Self::Pnen(m) => {
+                let block = as_pnb(&m.groups.get(index)?.non_local)?;
+                let mut f = m.entry.forward(x);
+                for group in &m.groups[..index] {
+                    f = group.non_local.forward(group.drb.forward(f));
+                }
+                Some((m.groups[index].drb.forward(f), block))
+            }
+            Self::Rdn(m) => {
+                let block = as_pnb(m.non_locals.get(index)?)?;
+                let mut f = m.SFENet2.forward(m.SFENet1.forward(x));
+                for (d, rdb) in m.RDBs.iter().enumerate().take(index * m.non_local_every) {
+                    if d % m.non_local_every == 0 {
+                        f = m.non_locals[d / m.non_local_every].forward(f);
+                    }
+                    f = rdb.forward(f);
+                }
+                Some((f, block))
+            }
+            Self::MemNet(m) => {
+                let block = as_pnb(m.non_locals.get(index)?)?;
+                let b0 = m.feature_extractor.forward(x);
+                let mut long_term = vec![b0.clone()];
+                let mut b = b0;
+                for (i, memory) in m
+                    .dense_memory
+                    .iter()
+                    .enumerate()
+                    .take(index * m.non_local_every)
+                {
+                    if i % m.non_local_every == 0 {
+                        b = m.non_locals[i / m.non_local_every].forward(b);
+                    }
+                    b = memory.forward(b, &long_term);
+                    long_term.push(b.clone());
+                }
+                Some((b, block))
+            }
+            _ => None,
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {

@@ -2,6 +2,7 @@
 
 pub mod any;
 pub mod body;
+pub mod cost;
 pub mod detect;
 pub mod dncnn;
 pub mod edsr;
