@@ -135,7 +135,10 @@ pub fn run(args: AttentionArgs) -> Result<()> {
     // Layout: rows = pixels, columns = levels, each cell the level's size, 4 px gaps.
     let gap = 4;
     let canvas_w = levels.iter().map(|l| l.1).sum::<usize>() + gap * (levels.len() + 1);
-    let canvas_h = (h + gap) * pixels.len() + gap;
+    // Rows as tall as the largest level (the input's size for pyramid attention, half of it
+    // for the PNB's first scale).
+    let row_h = levels.iter().map(|l| l.0).max().unwrap_or(h);
+    let canvas_h = (row_h + gap) * pixels.len() + gap;
     let mut canvas = Image::new(canvas_w, canvas_h, 3, vec![255.0; 3 * canvas_w * canvas_h]);
     let gray = image.to_gray();
     for (row, &(py, px)) in pixels.iter().enumerate() {
@@ -143,7 +146,7 @@ pub fn run(args: AttentionArgs) -> Result<()> {
         let peak_of = |values: &[f32]| values.iter().cloned().fold(f32::MIN, f32::max).max(1e-12);
         let row_peak = peak_of(row_weights);
         let (mut offset, mut cx) = (0, gap);
-        let cy = gap + row * (h + gap);
+        let cy = gap + row * (row_h + gap);
         for &(lh, lw) in &levels {
             let peak = if per_level {
                 peak_of(&row_weights[offset..offset + lh * lw])

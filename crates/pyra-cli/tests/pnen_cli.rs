@@ -112,10 +112,10 @@ fn a_short_pnen_smoothing_run_caches_its_targets_and_draws_pnb_attention() {
         "{stdout}"
     );
     let image = read_image(&picture).unwrap();
-    // Levels side by side with 4-pixel gaps; one row of height 64 per pixel.
+    // Levels side by side with 4-pixel gaps; one row as tall as the first scale per pixel.
     assert_eq!(
         (image.width, image.height),
-        (40 + 20 + 10 + 4 * 4, 2 * (64 + 4) + 4)
+        (40 + 20 + 10 + 4 * 4, 2 * (32 + 4) + 4)
     );
     let (ok, _, stderr) = pyra(&[
         "attention",
