@@ -6,6 +6,11 @@
 //! In f32: burn's Flex convolutions have no f64 kernel (an f64 tensor reaches `conv3d_f32`
 //! and panics), so the differences use a step of 1e-2 and a tolerance of 1e-2 relative —
 //! loose enough for f32 rounding, far below what a wrong derivative gives (order 1).
+//!
+//! And against an independent reference (`blocks_match_the_independent_float64_reference`):
+//! `tools/pnen_reference.py` implements the four blocks in float64 NumPy from the paper and
+//! takes float64 central differences of every input and parameter entry
+//! (`fixtures/pnen/*.safetensors`); Pyra's autodiff gradients must agree to 1e-4 relative.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor, TensorData};
@@ -300,4 +305,146 @@ fn pyramid_non_local_shapes_and_map_sizes() {
         "softmax rows sum to 1"
     );
     assert_eq!(block.forward(x).dims(), [1, 8, 20, 13]);
+}
+
+/// The reference values of `tools/pnen_reference.py`: an independent float64 NumPy forward
+/// written from the paper, with every gradient a float64 central difference of it.
+fn reference(name: &str) -> pyra_core::weights::StateDict {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/pnen")
+        .join(format!("{name}.safetensors"));
+    pyra_core::weights::StateDict::read(&path).unwrap()
+}
+
+/// Load the reference's parameters into `module`, run it on the reference input in training
+/// mode and compare the output and the gradients of `sum(output * R)` for the input and
+/// every parameter. Returns the largest relative gradient error.
+fn compare_with_reference<M: Module + Clone>(
+    name: &str,
+    module: M,
+    forward: impl Fn(&M, Tensor<4>) -> Tensor<4>,
+) -> f64 {
+    use pyra_core::weights::{gradients_of, load_state_dict, LoadOptions};
+    let device: Device = backend::with_autodiff(backend::cpu());
+    let dict = reference(name);
+    let options = LoadOptions {
+        allow_extra: true,
+        ..Default::default()
+    };
+    let (module, _) = load_state_dict(module, &dict, &options).unwrap();
+    let tensor = |key: &str| {
+        let t = dict
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: no `{key}`"));
+        let shape: [usize; 4] = t.shape.clone().try_into().unwrap();
+        Tensor::<4>::from_data(TensorData::new(t.to_f32(), shape), &device)
+    };
+    let x = tensor("input").require_grad();
+    let output = forward(&module, x.clone());
+    let values: Vec<f32> = output.clone().into_data().try_into_vec::<f32>().unwrap();
+    let expected = dict.get("output").unwrap().to_f32();
+    let forward_error = values
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        forward_error < 1e-4,
+        "{name}: output differs by {forward_error}"
+    );
+
+    let grads = (output * tensor("loss_weights")).sum().backward();
+    let mut computed = gradients_of(&module, &grads);
+    let grad_x = x
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    computed.tensors.push(pyra_core::weights::NamedTensor {
+        name: "input".into(),
+        shape: vec![grad_x.len()],
+        values: pyra_core::weights::TensorValues::F32(grad_x),
+        source_dtype: "F32",
+    });
+    let largest = dict
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("grad."))
+        .flat_map(|t| t.to_f32())
+        .map(f32::abs)
+        .fold(0f32, f32::max);
+    let largest = dict
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("grad."))
+        .flat_map(|t| t.to_f32())
+        .map(f32::abs)
+        .fold(0f32, f32::max);
+    let mut worst = 0f64;
+    let mut checked = 0;
+    for t in &dict.tensors {
+        let Some(key) = t.name.strip_prefix("grad.") else {
+            continue;
+        };
+        let ours = computed
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: no gradient for `{key}`"))
+            .to_f32();
+        let theirs = t.to_f32();
+        // Relative to the tensor's largest entry, and at least 1% of the block's largest
+        // gradient: a convolution bias right before a training-mode BatchNorm has a true
+        // gradient of zero (the batch mean removes it), where only float noise is left.
+        let scale = theirs
+            .iter()
+            .map(|v| v.abs())
+            .fold(0f32, f32::max)
+            .max(0.01 * largest);
+        let error = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(0f32, f32::max) as f64;
+        assert!(
+            error < 1e-4,
+            "{name}: gradient of `{key}` off by {error:.2e} (relative)"
+        );
+        worst = worst.max(error);
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        pyra_core::weights::trainable_keys(&module).len() + 1,
+        "{name}: every parameter and the input"
+    );
+    println!(
+        "{name}: output within {forward_error:.1e} of the float64 reference, {checked} gradients \
+         within {worst:.1e} (relative to each tensor's largest entry, or 1% of the block's)"
+    );
+    worst
+}
+
+#[test]
+fn blocks_match_the_independent_float64_reference() {
+    let device = backend::with_autodiff(backend::cpu());
+    compare_with_reference("nlb", NonLocalConfig::new(6).init(&device), |m, x| {
+        m.forward(x)
+    });
+    compare_with_reference("apnb", ApnbConfig::new(6).init(&device), |m, x| {
+        m.forward(x)
+    });
+    compare_with_reference(
+        "pnb",
+        PyramidNonLocalConfig::new(6)
+            .with_key_channels(5)
+            .with_value_channels(4)
+            .with_scales(3)
+            .init(&device),
+        |m, x| m.forward(x),
+    );
+    compare_with_reference(
+        "drb",
+        DilatedResidualConfig::new(3).init(&device),
+        |m, x| m.forward(x),
+    );
 }
