@@ -374,13 +374,6 @@ fn compare_with_reference<M: Module + Clone>(
         .flat_map(|t| t.to_f32())
         .map(f32::abs)
         .fold(0f32, f32::max);
-    let largest = dict
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with("grad."))
-        .flat_map(|t| t.to_f32())
-        .map(f32::abs)
-        .fold(0f32, f32::max);
     let mut worst = 0f64;
     let mut checked = 0;
     for t in &dict.tensors {
