@@ -42,6 +42,10 @@ use burn::tensor::{Device, Tensor};
 use super::conv::{basic_block, basic_block_1x1, BasicBlock};
 use crate::ops::{extract_patches, paste_patches, resize, Interp};
 
+/// How many bytes of scores the inference forward computes at once (see
+/// [`PyramidAttention::forward_chunked`]).
+pub const SCORE_CHUNK_BYTES: usize = 64 << 20;
+
 /// The pyramid scales of the paper, level 0 first.
 pub const PAPER_SCALES: [f64; 5] = [1.0, 0.9, 0.8, 0.7, 0.6];
 
@@ -166,13 +170,61 @@ struct Pyramid {
 
 impl PyramidAttention {
     /// `out = paste(Σ softmax(f·ĝ) θ) / 4 + res_scale · x`.
+    ///
+    /// Without autodiff (inference) the score map is computed [`SCORE_CHUNK_BYTES`] at a time
+    /// over the query pixels ([`PyramidAttention::forward_chunked`]): the same numbers, but the
+    /// `[H*W, L]` map never exists whole. With autodiff the whole map is built, as the
+    /// backward pass needs it.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if x.device().is_autodiff() {
+            self.forward_whole(x)
+        } else {
+            self.forward_chunked(x, SCORE_CHUNK_BYTES)
+        }
+    }
+
+    /// The forward with the whole `[N, H*W, L]` score map in memory (the official way).
+    pub fn forward_whole(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, height, width] = x.dims();
         let pyramid = self.pyramid(x.clone());
         let attention = self.attention(x.clone(), &pyramid.keys);
         // Σ_j φ_ij θ_j for every pixel i, as block columns [N, C*k², H*W] ...
         let blocks = pyramid.values.matmul(attention.swap_dims(1, 2));
         // ... pasted with overlap and divided by 4, as the official deconvolution does.
+        let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
+        reconstruction + x.mul_scalar(self.res_scale)
+    }
+
+    /// The forward with the score map made `chunk_bytes` at a time: rows of query pixels
+    /// against all blocks of all levels, so each row's softmax (or arg-max mask) is exact and
+    /// complete within its chunk, and only `[rows, L]` scores exist at once. Splitting over
+    /// queries rather than keys needs no running max/sum rescaling and keeps hard attention's
+    /// ties exact.
+    pub fn forward_chunked(&self, x: Tensor<4>, chunk_bytes: usize) -> Tensor<4> {
+        let [_, _, height, width] = x.dims();
+        let pyramid = self.pyramid(x.clone());
+        // f(x_{δ(i)}) as rows [N, H*W, C/r * k²]; values as rows [N, L, C * k²].
+        let query = extract_patches(
+            basic_block(&self.conv_match_L_base, x.clone()),
+            self.ksize,
+            1,
+        )
+        .swap_dims(1, 2);
+        let values = pyramid.values.swap_dims(1, 2);
+        let [_, pixels, _] = query.dims();
+        let [n, blocks, _] = values.dims();
+        let rows = (chunk_bytes / (4 * blocks * n).max(1)).clamp(1, pixels);
+        let mut chunks = Vec::with_capacity(pixels.div_ceil(rows));
+        for start in (0..pixels).step_by(rows) {
+            let len = rows.min(pixels - start);
+            let scores = query
+                .clone()
+                .narrow(1, start, len)
+                .matmul(pyramid.keys.clone())
+                .mul_scalar(self.softmax_scale);
+            chunks.push(self.normalise(scores).matmul(values.clone())); // [N, len, C * k²]
+        }
+        let blocks = Tensor::cat(chunks, 1).swap_dims(1, 2);
         let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
         reconstruction + x.mul_scalar(self.res_scale)
     }
@@ -238,6 +290,12 @@ impl PyramidAttention {
             .swap_dims(1, 2)
             .matmul(keys.clone())
             .mul_scalar(self.softmax_scale);
+        self.normalise(scores)
+    }
+
+    /// Scores `[N, P, L]` to weights: the softmax over the last dimension, or (hard
+    /// attention) the 0/1 mask of each row's maxima, with no gradient through it.
+    fn normalise(&self, scores: Tensor<3>) -> Tensor<3> {
         let weights = softmax(scores, 2);
         if self.average {
             weights
