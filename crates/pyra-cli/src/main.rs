@@ -2,6 +2,7 @@
 
 mod attention;
 mod bench;
+mod bench_speed;
 mod convert;
 mod degrade;
 mod demo;
@@ -57,6 +58,9 @@ enum Command {
     Smooth(smooth::SmoothArgs),
     /// Parameters, FLOPs, time and peak memory of a network or non-local block at a size.
     Profile(profile::ProfileArgs),
+    /// Time the performance workloads (attention, PANet-80, PA-EDSR, a training step, a
+    /// convolution), each in its own process; with PyTorch's numbers beside them on request.
+    BenchSpeed(bench_speed::BenchSpeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Smooth(args) => smooth::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::BenchSpeed(args) => bench_speed::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

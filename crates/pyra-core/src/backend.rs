@@ -21,6 +21,11 @@ pub fn default_device() -> Device {
     }
 }
 
+/// Whether [`default_device`] is the CPU (no GPU backend compiled in).
+pub fn default_is_cpu() -> bool {
+    !cfg!(feature = "cuda")
+}
+
 /// The CPU device (Flex), whatever else is compiled in.
 pub fn cpu() -> Device {
     Device::flex()

@@ -37,14 +37,19 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::conv::{basic_block, basic_block_1x1, BasicBlock};
-use crate::ops::{extract_patches, paste_patches, resize, Interp};
+use crate::ops::streaming_attention::{self, Normalisation};
+use crate::ops::{diagonal_box_sum, extract_patches, paste_patches, resize, Interp};
 
-/// How many bytes of scores the inference forward computes at once (see
+/// How many bytes of scores the generic inference forward computes at once (see
 /// [`PyramidAttention::forward_chunked`]).
 pub const SCORE_CHUNK_BYTES: usize = 64 << 20;
+
+/// How many bytes of scores the streaming CPU kernel holds per worker thread (see
+/// [`PyramidAttention::forward_streaming`]); larger tiles waste less work on their halo.
+pub const STREAM_TILE_BYTES: usize = 128 << 20;
 
 /// The pyramid scales of the paper, level 0 first.
 pub const PAPER_SCALES: [f64; 5] = [1.0, 0.9, 0.8, 0.7, 0.6];
@@ -171,13 +176,19 @@ struct Pyramid {
 impl PyramidAttention {
     /// `out = paste(Σ softmax(f·ĝ) θ) / 4 + res_scale · x`.
     ///
-    /// Without autodiff (inference) the score map is computed [`SCORE_CHUNK_BYTES`] at a time
-    /// over the query pixels ([`PyramidAttention::forward_chunked`]): the same numbers, but the
-    /// `[H*W, L]` map never exists whole. With autodiff the whole map is built, as the
-    /// backward pass needs it.
+    /// Three ways to the same numbers, picked by where `x` lives:
+    /// - inference on the CPU, key stride 1: the fused streaming kernel
+    ///   ([`PyramidAttention::forward_streaming`]), 9x fewer multiply-adds, bounded memory;
+    /// - inference elsewhere (GPU, strided keys): the score map [`SCORE_CHUNK_BYTES`] at a time
+    ///   over the query pixels ([`PyramidAttention::forward_chunked`]);
+    /// - with autodiff: the whole `[H*W, L]` map of block products, which the backward needs
+    ///   ([`PyramidAttention::forward_factored`] is the differentiable factored alternative).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if x.device().is_autodiff() {
+        let device = x.device();
+        if device.is_autodiff() {
             self.forward_whole(x)
+        } else if device == Device::flex() && self.stride == 1 {
+            self.forward_streaming(x, STREAM_TILE_BYTES)
         } else {
             self.forward_chunked(x, SCORE_CHUNK_BYTES)
         }
@@ -227,6 +238,144 @@ impl PyramidAttention {
         let blocks = Tensor::cat(chunks, 1).swap_dims(1, 2);
         let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
         reconstruction + x.mul_scalar(self.res_scale)
+    }
+
+    /// The forward in factored form, in tensor ops (differentiable, any backend, stride 1):
+    /// `f·g` pixel products `G`, scores `S = a ⊙ D(G)`, weights `W` = softmax over all levels,
+    /// and the pasting as `θ · D(W)ᵀ`, where `D` is the `k x k` [`diagonal_box_sum`] and
+    /// `a_l = softmax_scale / max(‖g block at l‖, escape_NaN)`. The same numbers as
+    /// [`PyramidAttention::forward_whole`] with about 9x fewer multiply-adds in both GEMMs (and
+    /// their backward), no patch columns and no fold.
+    pub fn forward_factored(&self, x: Tensor<4>) -> Tensor<4> {
+        assert_eq!(
+            self.stride, 1,
+            "the factored forward samples keys at stride 1"
+        );
+        let [n, channels, height, width] = x.dims();
+        let radius = self.ksize / 2;
+        let escape = self.escape_NaN.val().into_scalar::<f32>();
+        let query = basic_block(&self.conv_match_L_base, x.clone());
+        let [_, match_channels, _, _] = query.dims();
+        let query = query
+            .reshape([n, match_channels, height * width])
+            .swap_dims(1, 2);
+        let mut scores = Vec::with_capacity(self.scales.len());
+        let mut values = Vec::with_capacity(self.scales.len());
+        for level in self.levels(x.clone()) {
+            let [_, _, h, w] = level.dims();
+            let keys = basic_block(&self.conv_match, level.clone());
+            // ‖g block at l‖: the k x k box sum of Σ_c g², through the same "same" patches.
+            let norms = extract_patches(keys.clone().square().sum_dim(1), self.ksize, 1)
+                .sum_dim(1)
+                .sqrt()
+                .clamp_min(escape); // [N, 1, h*w]
+            let products = query
+                .clone()
+                .matmul(keys.reshape([n, match_channels, h * w])); // G: [N, H*W, h*w]
+            let matched = diagonal_box_sum(products.reshape([n, height, width, h, w]), radius)
+                .reshape([n, height * width, h * w]);
+            scores.push((matched / norms).mul_scalar(self.softmax_scale));
+            values.push((
+                (h, w),
+                basic_block(&self.conv_assembly, level).reshape([n, channels, h * w]),
+            ));
+        }
+        let weights = self.normalise(Tensor::cat(scores, 2)); // [N, H*W, L]
+        let mut offset = 0;
+        let mut pasted: Option<Tensor<3>> = None;
+        for ((h, w), value) in values {
+            let blocks = h * w;
+            let spread = diagonal_box_sum(
+                weights
+                    .clone()
+                    .narrow(2, offset, blocks)
+                    .reshape([n, height, width, h, w]),
+                radius,
+            )
+            .reshape([n, height * width, blocks]);
+            let part = value.matmul(spread.swap_dims(1, 2)); // [N, C, H*W]
+            pasted = Some(match pasted {
+                Some(sum) => sum + part,
+                None => part,
+            });
+            offset += blocks;
+        }
+        let pasted = pasted
+            .expect("at least one level")
+            .reshape([n, channels, height, width]);
+        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
+    }
+
+    /// The forward through the fused CPU kernel of [`crate::ops::streaming_attention`]: scores
+    /// from pixel products and a `k x k` diagonal sum, one exact softmax per row over all
+    /// levels, and the pasting folded into the weights, tile by tile, with at most
+    /// `budget_bytes` of scores per worker thread. Inference only (no autodiff), stride 1.
+    pub fn forward_streaming(&self, x: Tensor<4>, budget_bytes: usize) -> Tensor<4> {
+        assert_eq!(
+            self.stride, 1,
+            "the streaming kernel samples keys at stride 1"
+        );
+        let [n, channels, height, width] = x.dims();
+        let device = x.device();
+        let to_vec = |t: Tensor<4>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("float tensor")
+        };
+        let query = to_vec(basic_block(&self.conv_match_L_base, x.clone()));
+        let match_channels = query.len() / (n * height * width);
+        #[allow(clippy::type_complexity)]
+        let levels: Vec<((usize, usize), Vec<f32>, Vec<f32>)> = self
+            .levels(x.clone())
+            .into_iter()
+            .map(|level| {
+                let [_, _, h, w] = level.dims();
+                let keys = to_vec(basic_block(&self.conv_match, level.clone()));
+                let values = to_vec(basic_block(&self.conv_assembly, level));
+                ((h, w), keys, values)
+            })
+            .collect();
+        let normalisation = if self.average {
+            Normalisation::Softmax
+        } else {
+            Normalisation::ArgMax
+        };
+        let escape = self.escape_NaN.val().into_scalar::<f32>();
+        let mut out = Vec::with_capacity(n * channels * height * width);
+        for sample in 0..n {
+            let problem = streaming_attention::Problem {
+                query: &query[sample * match_channels * height * width..]
+                    [..match_channels * height * width],
+                height,
+                width,
+                match_channels,
+                channels,
+                levels: levels
+                    .iter()
+                    .map(|((h, w), keys, values)| {
+                        let (kn, vn) = (match_channels * h * w, channels * h * w);
+                        streaming_attention::Level {
+                            height: *h,
+                            width: *w,
+                            keys: &keys[sample * kn..][..kn],
+                            values: &values[sample * vn..][..vn],
+                        }
+                    })
+                    .collect(),
+                ksize: self.ksize,
+                softmax_scale: self.softmax_scale as f32,
+                escape,
+                normalisation,
+            };
+            out.extend(streaming_attention::attend_and_paste(
+                &problem,
+                budget_bytes,
+            ));
+        }
+        let pasted =
+            Tensor::<4>::from_data(TensorData::new(out, [n, channels, height, width]), &device);
+        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
     }
 
     /// The attention weights `[N, H*W, L]`: for each pixel (row-major), its weights over the
@@ -309,20 +458,10 @@ impl PyramidAttention {
     /// The feature pyramid and its blocks: `y^s = bicubic(x, s)`, keys `ĝ(y^s)`, values
     /// `θ(y^s)`, concatenated over levels.
     fn pyramid(&self, x: Tensor<4>) -> Pyramid {
-        let [_, _, height, width] = x.dims();
         let escape = self.escape_NaN.val().into_scalar::<f32>();
         let mut keys = Vec::with_capacity(self.scales.len());
         let mut values = Vec::with_capacity(self.scales.len());
-        for (&scale, (h, w)) in self.scales.iter().zip(self.level_sizes(height, width)) {
-            assert!(
-                h > 0 && w > 0,
-                "a {height}x{width} input is too small for the pyramid level at scale {scale}"
-            );
-            let level = if scale == 1.0 {
-                x.clone()
-            } else {
-                resize(x.clone(), scale, self.interp)
-            };
+        for level in self.levels(x) {
             values.push(extract_patches(
                 basic_block(&self.conv_assembly, level.clone()),
                 self.ksize,
@@ -340,5 +479,25 @@ impl PyramidAttention {
             keys: keys / norms,
             values: Tensor::cat(values, 2),
         }
+    }
+
+    /// The feature pyramid `{ y^s = bicubic(x, s) : s ∈ S }`, level 0 first.
+    fn levels(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let [_, _, height, width] = x.dims();
+        self.scales
+            .iter()
+            .zip(self.level_sizes(height, width))
+            .map(|(&scale, (h, w))| {
+                assert!(
+                    h > 0 && w > 0,
+                    "a {height}x{width} input is too small for the pyramid level at scale {scale}"
+                );
+                if scale == 1.0 {
+                    x.clone()
+                } else {
+                    resize(x.clone(), scale, self.interp)
+                }
+            })
+            .collect()
     }
 }
