@@ -21,6 +21,7 @@ use pyra_train::step::Trainer;
 use serde::{Deserialize, Serialize};
 
 use crate::model;
+use crate::profile::resident_bytes;
 use crate::report::{format_bytes, peak_rss_bytes};
 
 /// Name, description, and whether it runs by default.
@@ -88,13 +89,6 @@ pub struct Measurement {
     /// Floating-point operations of one run, where counted (the convolution).
     #[serde(default)]
     pub flops: Option<f64>,
-}
-
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn measure(

@@ -82,7 +82,8 @@ fn parse_size(size: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn resident_bytes() -> Option<u64> {
+/// The current resident set of this process (VmRSS).
+pub(crate) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
