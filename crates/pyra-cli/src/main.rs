@@ -1,5 +1,6 @@
 //! `pyra`: the command-line front end.
 
+mod allocator;
 mod attention;
 mod bench;
 mod bench_speed;
@@ -64,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
