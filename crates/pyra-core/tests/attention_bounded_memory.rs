@@ -9,6 +9,7 @@ use burn::tensor::{Distribution, Tensor};
 use pyra_core::backend;
 use pyra_core::blocks::{PyramidAttention, PyramidAttentionConfig};
 use pyra_core::burn;
+use pyra_core::weights::gradients_of;
 
 fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
@@ -117,36 +118,52 @@ fn streaming_kernel_equals_the_whole_map() {
 }
 
 #[test]
-fn factored_forward_equals_the_whole_map_forward_and_backward() {
+fn streaming_backward_equals_the_whole_map_backward() {
     let device = backend::with_autodiff(backend::cpu());
-    for (average, ksize) in [(true, 3), (false, 3), (true, 5)] {
+    for (average, ksize, levels) in [(true, 3, 5), (false, 3, 5), (true, 5, 5), (true, 3, 2)] {
         let block = PyramidAttentionConfig::new()
             .with_channel(8)
             .with_average(average)
             .with_ksize(ksize)
             .with_res_scale(0.5)
+            .with_levels(levels)
             .init(&device);
         let x = input_for(&block, [2, 8, 11, 9], &device).require_grad();
         let weights = Tensor::<4>::random([2, 8, 11, 9], Distribution::Normal(0.0, 1.0), &device);
-        let whole = block.forward_whole(x.clone());
-        let factored = block.forward_factored(x.clone());
-        let scale = whole.clone().abs().max().into_scalar::<f32>();
-        let d = max_difference(whole.clone(), factored.clone());
-        assert!(
-            d < 1e-4 * scale.max(1.0),
-            "average={average} ksize={ksize}: {d}"
-        );
-        // Gradients of sum(out * R) with respect to the input agree too.
-        let grad = |out: Tensor<4>| {
-            let grads = (out * weights.clone()).sum().backward();
-            x.grad(&grads).expect("input gradient")
+        // The loss sum(out * R), its input gradient and every parameter gradient.
+        let run = |out: Tensor<4>| {
+            let value = (out.clone() * weights.clone()).sum();
+            let grads = value.backward();
+            let input = x.grad(&grads).expect("input gradient");
+            (out, input, gradients_of(&block, &grads))
         };
-        let (a, b) = (grad(whole), grad(factored));
-        let scale = a.clone().abs().max().into_scalar::<f32>();
-        let d = (a - b).abs().max().into_scalar::<f32>();
-        assert!(
-            d < 1e-4 * scale.max(1.0),
-            "grad average={average} ksize={ksize}: {d}"
-        );
+        let (whole, whole_input, whole_params) = run(block.forward_whole(x.clone()));
+        let blocks: usize = block.level_sizes(11, 9).iter().map(|(a, b)| a * b).sum();
+        let r = ksize / 2;
+        // Backward tiles (a third of the budget) of side 1, 2 and the whole image.
+        for side in [1usize, 2, 16] {
+            let budget = 3 * (side + 2 * r).pow(2) * blocks * 4;
+            let (out, input, params) = run(block.forward_streaming(x.clone(), budget));
+            let case = format!("average={average} ksize={ksize} levels={levels} side={side}");
+            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                assert_eq!(a.len(), b.len());
+                let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let d = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(d < 1e-4 * scale, "{case} {what}: {d} (scale {scale})");
+            };
+            let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+            close(values(whole.clone()), values(out), "output");
+            close(values(whole_input.clone()), values(input), "input gradient");
+            assert_eq!(whole_params.len(), params.len(), "{case}: {:?}", params.names().collect::<Vec<_>>());
+            for reference in &whole_params.tensors {
+                let ours = params
+                    .get(&reference.name)
+                    .unwrap_or_else(|| panic!("{case}: no gradient for {}", reference.name));
+                close(reference.to_f32(), ours.to_f32(), &reference.name);
+            }
+        }
     }
 }

@@ -37,11 +37,12 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::conv::{basic_block, basic_block_1x1, BasicBlock};
-use crate::ops::streaming_attention::{self, Normalisation};
-use crate::ops::{diagonal_box_sum, extract_patches, paste_patches, resize, Interp};
+use crate::ops::fused_attention::{self, fused_pyramid_attention, AttentionSpec};
+use crate::ops::streaming_attention::Normalisation;
+use crate::ops::{extract_patches, paste_patches, resize, Interp};
 
 /// How many bytes of scores the generic inference forward computes at once (see
 /// [`PyramidAttention::forward_chunked`]).
@@ -177,18 +178,19 @@ impl PyramidAttention {
     /// `out = paste(Σ softmax(f·ĝ) θ) / 4 + res_scale · x`.
     ///
     /// Three ways to the same numbers, picked by where `x` lives:
-    /// - inference on the CPU, key stride 1: the fused streaming kernel
-    ///   ([`PyramidAttention::forward_streaming`]), 9x fewer multiply-adds, bounded memory;
+    /// - on the Flex CPU backend with key stride 1, inference and training: the fused streaming
+    ///   kernel ([`PyramidAttention::forward_streaming`]), 9x fewer multiply-adds, bounded
+    ///   memory, with its own tiled backward;
     /// - inference elsewhere (GPU, strided keys): the score map [`SCORE_CHUNK_BYTES`] at a time
     ///   over the query pixels ([`PyramidAttention::forward_chunked`]);
-    /// - with autodiff: the whole `[H*W, L]` map of block products, which the backward needs
-    ///   ([`PyramidAttention::forward_factored`] is the differentiable factored alternative).
+    /// - training elsewhere: the whole `[H*W, L]` map of block products, which burn's autodiff
+    ///   differentiates ([`PyramidAttention::forward_whole`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let device = x.device();
-        if device.is_autodiff() {
-            self.forward_whole(x)
-        } else if device == Device::flex() && self.stride == 1 {
+        if fused_attention::supports(&device) && self.stride == 1 {
             self.forward_streaming(x, STREAM_TILE_BYTES)
+        } else if device.is_autodiff() {
+            self.forward_whole(x)
         } else {
             self.forward_chunked(x, SCORE_CHUNK_BYTES)
         }
@@ -240,141 +242,47 @@ impl PyramidAttention {
         reconstruction + x.mul_scalar(self.res_scale)
     }
 
-    /// The forward in factored form, in tensor ops (differentiable, any backend, stride 1):
-    /// `f·g` pixel products `G`, scores `S = a ⊙ D(G)`, weights `W` = softmax over all levels,
-    /// and the pasting as `θ · D(W)ᵀ`, where `D` is the `k x k` [`diagonal_box_sum`] and
-    /// `a_l = softmax_scale / max(‖g block at l‖, escape_NaN)`. The same numbers as
-    /// [`PyramidAttention::forward_whole`] with about 9x fewer multiply-adds in both GEMMs (and
-    /// their backward), no patch columns and no fold.
-    pub fn forward_factored(&self, x: Tensor<4>) -> Tensor<4> {
-        assert_eq!(
-            self.stride, 1,
-            "the factored forward samples keys at stride 1"
-        );
-        let [n, channels, height, width] = x.dims();
-        let radius = self.ksize / 2;
-        let escape = self.escape_NaN.val().into_scalar::<f32>();
-        let query = basic_block(&self.conv_match_L_base, x.clone());
-        let [_, match_channels, _, _] = query.dims();
-        let query = query
-            .reshape([n, match_channels, height * width])
-            .swap_dims(1, 2);
-        let mut scores = Vec::with_capacity(self.scales.len());
-        let mut values = Vec::with_capacity(self.scales.len());
-        for level in self.levels(x.clone()) {
-            let [_, _, h, w] = level.dims();
-            let keys = basic_block(&self.conv_match, level.clone());
-            // ‖g block at l‖: the k x k box sum of Σ_c g², through the same "same" patches.
-            let norms = extract_patches(keys.clone().square().sum_dim(1), self.ksize, 1)
-                .sum_dim(1)
-                .sqrt()
-                .clamp_min(escape); // [N, 1, h*w]
-            let products = query
-                .clone()
-                .matmul(keys.reshape([n, match_channels, h * w])); // G: [N, H*W, h*w]
-            let matched = diagonal_box_sum(products.reshape([n, height, width, h, w]), radius)
-                .reshape([n, height * width, h * w]);
-            scores.push((matched / norms).mul_scalar(self.softmax_scale));
-            values.push((
-                (h, w),
-                basic_block(&self.conv_assembly, level).reshape([n, channels, h * w]),
-            ));
-        }
-        let weights = self.normalise(Tensor::cat(scores, 2)); // [N, H*W, L]
-        let mut offset = 0;
-        let mut pasted: Option<Tensor<3>> = None;
-        for ((h, w), value) in values {
-            let blocks = h * w;
-            let spread = diagonal_box_sum(
-                weights
-                    .clone()
-                    .narrow(2, offset, blocks)
-                    .reshape([n, height, width, h, w]),
-                radius,
-            )
-            .reshape([n, height * width, blocks]);
-            let part = value.matmul(spread.swap_dims(1, 2)); // [N, C, H*W]
-            pasted = Some(match pasted {
-                Some(sum) => sum + part,
-                None => part,
-            });
-            offset += blocks;
-        }
-        let pasted = pasted
-            .expect("at least one level")
-            .reshape([n, channels, height, width]);
-        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
-    }
-
     /// The forward through the fused CPU kernel of [`crate::ops::streaming_attention`]: scores
-    /// from pixel products and a `k x k` diagonal sum, one exact softmax per row over all
-    /// levels, and the pasting folded into the weights, tile by tile, with at most
-    /// `budget_bytes` of scores per worker thread. Inference only (no autodiff), stride 1.
+    /// from pixel products and a `k x k` diagonal sum (9x fewer multiply-adds than block
+    /// products), one exact softmax per row over all levels, and the pasting folded into the
+    /// weights, tile by tile, with at most `budget_bytes` of scores per worker thread. On an
+    /// autodiff device the backward is the kernel's tiled backward, which recomputes the
+    /// weights per tile instead of storing them. Flex devices only, stride 1.
     pub fn forward_streaming(&self, x: Tensor<4>, budget_bytes: usize) -> Tensor<4> {
         assert_eq!(
             self.stride, 1,
             "the streaming kernel samples keys at stride 1"
         );
-        let [n, channels, height, width] = x.dims();
-        let device = x.device();
-        let to_vec = |t: Tensor<4>| {
-            t.into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("float tensor")
-        };
-        let query = to_vec(basic_block(&self.conv_match_L_base, x.clone()));
-        let match_channels = query.len() / (n * height * width);
-        #[allow(clippy::type_complexity)]
-        let levels: Vec<((usize, usize), Vec<f32>, Vec<f32>)> = self
-            .levels(x.clone())
-            .into_iter()
-            .map(|level| {
-                let [_, _, h, w] = level.dims();
-                let keys = to_vec(basic_block(&self.conv_match, level.clone()));
-                let values = to_vec(basic_block(&self.conv_assembly, level));
-                ((h, w), keys, values)
-            })
-            .collect();
-        let normalisation = if self.average {
-            Normalisation::Softmax
-        } else {
-            Normalisation::ArgMax
-        };
-        let escape = self.escape_NaN.val().into_scalar::<f32>();
-        let mut out = Vec::with_capacity(n * channels * height * width);
-        for sample in 0..n {
-            let problem = streaming_attention::Problem {
-                query: &query[sample * match_channels * height * width..]
-                    [..match_channels * height * width],
-                height,
-                width,
+        let [n, channels, _, _] = x.dims();
+        let query = basic_block(&self.conv_match_L_base, x.clone());
+        let [_, match_channels, _, _] = query.dims();
+        let mut sizes = Vec::with_capacity(self.scales.len());
+        let mut keys = Vec::with_capacity(self.scales.len());
+        let mut values = Vec::with_capacity(self.scales.len());
+        for level in self.levels(x.clone()) {
+            let [_, _, h, w] = level.dims();
+            sizes.push((h, w));
+            keys.push(basic_block(&self.conv_match, level.clone()).reshape([
+                n,
                 match_channels,
-                channels,
-                levels: levels
-                    .iter()
-                    .map(|((h, w), keys, values)| {
-                        let (kn, vn) = (match_channels * h * w, channels * h * w);
-                        streaming_attention::Level {
-                            height: *h,
-                            width: *w,
-                            keys: &keys[sample * kn..][..kn],
-                            values: &values[sample * vn..][..vn],
-                        }
-                    })
-                    .collect(),
-                ksize: self.ksize,
-                softmax_scale: self.softmax_scale as f32,
-                escape,
-                normalisation,
-            };
-            out.extend(streaming_attention::attend_and_paste(
-                &problem,
-                budget_bytes,
-            ));
+                h * w,
+            ]));
+            values.push(basic_block(&self.conv_assembly, level).reshape([n, channels, h * w]));
         }
+        let spec = AttentionSpec {
+            levels: sizes,
+            ksize: self.ksize,
+            softmax_scale: self.softmax_scale as f32,
+            escape: self.escape_NaN.val().into_scalar::<f32>(),
+            normalisation: if self.average {
+                Normalisation::Softmax
+            } else {
+                Normalisation::ArgMax
+            },
+            budget_bytes,
+        };
         let pasted =
-            Tensor::<4>::from_data(TensorData::new(out, [n, channels, height, width]), &device);
+            fused_pyramid_attention(query, Tensor::cat(keys, 2), Tensor::cat(values, 2), spec);
         pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
     }
 

@@ -1,10 +1,9 @@
 //! Tensor operations the blocks are written in, on top of burn.
 
 pub mod bicubic;
-pub mod diagonal;
+pub mod fused_attention;
 pub mod patches;
 pub mod streaming_attention;
 
 pub use bicubic::{resize, Interp};
-pub use diagonal::diagonal_box_sum;
 pub use patches::{extract_patches, paste_patches, same_padding};
