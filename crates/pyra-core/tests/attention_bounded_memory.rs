@@ -157,7 +157,12 @@ fn streaming_backward_equals_the_whole_map_backward() {
             let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
             close(values(whole.clone()), values(out), "output");
             close(values(whole_input.clone()), values(input), "input gradient");
-            assert_eq!(whole_params.len(), params.len(), "{case}: {:?}", params.names().collect::<Vec<_>>());
+            assert_eq!(
+                whole_params.len(),
+                params.len(),
+                "{case}: {:?}",
+                params.names().collect::<Vec<_>>()
+            );
             for reference in &whole_params.tensors {
                 let ours = params
                     .get(&reference.name)
