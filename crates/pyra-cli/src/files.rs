@@ -43,8 +43,18 @@ pub fn plan(input: &Path, output: &Path, extension: &str) -> Result<Vec<(PathBuf
             bail!("the output {} must end in .{extension}", output.display());
         }
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if parent.exists() && !parent.is_dir() {
+                bail!(
+                    "cannot write {}: {} is a file, not a folder; choose another output path",
+                    output.display(),
+                    parent.display()
+                );
+            }
             if !parent.is_dir() {
-                bail!("the output folder {} does not exist", parent.display());
+                bail!(
+                    "the output folder {} does not exist; create it first",
+                    parent.display()
+                );
             }
         }
         Ok(vec![(input.to_path_buf(), output.to_path_buf())])

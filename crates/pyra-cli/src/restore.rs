@@ -233,8 +233,23 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 input.display()
             );
         }
+        let min_side = restorer.network.min_input_side();
+        if image.height.min(image.width) < min_side {
+            bail!(
+                "{}: the image is {}x{}, but this model needs at least {min_side}x{min_side} pixels \
+                 (its pyramid attention downscales the features to 0.6x); use a larger image",
+                input.display(),
+                image.width,
+                image.height
+            );
+        }
         let mode = choose_mode(&args, &config, image.height, image.width, budget)
             .with_context(|| format!("{}", input.display()))?;
+        if let Mode::Tile(TileOptions { tile, .. }) = mode {
+            if tile < min_side {
+                bail!("--tile {tile} is smaller than the {min_side} pixels this model needs");
+            }
+        }
         restorer.mode = mode;
         let restored: Image = restorer.restore(&image);
         write_png(&restored, output, depth)?;

@@ -331,8 +331,27 @@ pub fn decode_image(bytes: &[u8], origin: &str) -> Result<Image, ImageError> {
             format!("{w}x{h} exceeds the pixel budget of {MAX_PIXELS} pixels"),
         ));
     }
+    if reader()?.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(read_error(
+            origin,
+            "the JPEG is truncated (no end-of-image marker after its image data); \
+             re-copy or re-download the file",
+        ));
+    }
     let decoded = reader()?.decode().map_err(|e| read_error(origin, e))?;
     Ok(from_dynamic(decoded))
+}
+
+/// Whether a JPEG stream has its end-of-image marker (`FF D9`) after the first start-of-scan
+/// (`FF DA`). The decoder pads a stream cut short with grey and reports success; a cut file
+/// must be an error instead. Inside the entropy-coded data `FF` is always followed by `00` or
+/// a restart marker, so `FF D9` there can only be the real end (an EXIF thumbnail's own
+/// markers come before the first scan).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 fn from_dynamic(image: DynamicImage) -> Image {

@@ -36,3 +36,15 @@ pub fn pyra(args: &[&str]) -> (bool, String, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Run `pyra ARGS`: (exit code, stderr); `None` when killed by a signal.
+pub fn pyra_status(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -321,6 +321,14 @@ impl PyramidAttention {
         softmax(scores, 1)
     }
 
+    /// The smallest input side whose every pyramid level keeps at least one pixel (2 for the
+    /// paper's scales: `floor(1 * 0.9) = 0`).
+    pub fn min_input_side(&self) -> usize {
+        (1..)
+            .find(|&n| self.level_sizes(n, n).iter().all(|&(h, _)| h > 0))
+            .expect("scales are positive")
+    }
+
     /// Sizes `(h, w)` of every pyramid level for an `height x width` input.
     pub fn level_sizes(&self, height: usize, width: usize) -> Vec<(usize, usize)> {
         self.scales

@@ -394,6 +394,27 @@ impl AnyNetwork {
         None
     }
 
+    /// The smallest input side the network accepts (pyramid attention needs every pyramid
+    /// level to keep a pixel; the other networks take any size).
+    pub fn min_input_side(&self) -> usize {
+        use super::BodyLayer;
+        let body = match self {
+            Self::PyramidAttention(m) => return m.min_input_side(),
+            Self::PaEdsr(m) => return m.msa.min_input_side(),
+            Self::PaNet(m) => &m.body,
+            Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
+                return 1
+            }
+        };
+        body.iter()
+            .map(|layer| match layer {
+                BodyLayer::PyramidAttention(attention) => attention.min_input_side(),
+                _ => 1,
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
     /// The features that enter the `index`-th pyramid non-local block (PNEN: of group
     /// `index`; RDN/MemNet: the `index`-th inserted block), and the block; `None` when there
     /// is no such pyramid non-local block.

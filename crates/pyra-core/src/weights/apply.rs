@@ -182,6 +182,7 @@ pub fn load_state_dict<M: Module>(
     let mut missing = Vec::new();
     let mut wrong_shape = Vec::new();
     let mut wrong_type = Vec::new();
+    let mut not_finite = Vec::new();
     for slot in &slots {
         match by_name.get(slot.path.as_str()) {
             None => missing.push(slot.path.clone()),
@@ -193,7 +194,16 @@ pub fn load_state_dict<M: Module>(
                 "`{}` is an integer tensor ({}) in the checkpoint but a float parameter in the model",
                 slot.path, t.source_dtype
             )),
-            Some(_) => {}
+            Some(t) => {
+                if let TensorValues::F32(values) = &t.values {
+                    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                        not_finite.push(format!(
+                            "`{}` holds {} at element {i} (a diverged or corrupted training run?)",
+                            slot.path, values[i]
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -258,6 +268,7 @@ pub fn load_state_dict<M: Module>(
     }
     problems.extend(wrong_shape);
     problems.extend(wrong_type);
+    problems.extend(not_finite);
     problems.extend(disagreeing);
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch(problems.join("; ")));
