@@ -99,14 +99,55 @@ class Marker:
 def malicious_pt():
     """A PyTorch zip checkpoint (archive/data.pkl, archive/version) with a `__reduce__` payload
     as the value of a state-dict key."""
-    payload = pickle.dumps({"head.0.weight": Marker()}, protocol=2)
+    return torch_zip(pickle.dumps({"head.0.weight": Marker()}, protocol=2))
+
+
+def torch_zip(data_pkl, storages=()):
+    """A PyTorch zip checkpoint holding the given pickle and raw storages (fixed timestamps,
+    so the bytes are the same on every run)."""
     path = tempfile.mktemp(suffix=".pt")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", payload)
-        z.writestr("archive/version", "3\n")
+        entries = [("archive/data.pkl", data_pkl)]
+        entries += [(f"archive/data/{key}", raw) for key, raw in storages]
+        entries += [("archive/version", b"3\n")]
+        for name, raw in entries:
+            z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), raw)
     blob = open(path, "rb").read()
     os.remove(path)
     return blob
+
+
+def expanded_view_pt():
+    """A state dict whose one tensor is a 100000 x 100000 view with strides (0, 0) of a
+    one-float storage, as `torch.zeros(1).expand(100000, 100000)` saves: 4 bytes that claim
+    40 GB. The pickle is written opcode by opcode (protocol 2), as torch.save writes it."""
+    def s(text):
+        raw = text.encode()
+        return b"X" + struct.pack("<I", len(raw)) + raw
+
+    def i(value):
+        return b"J" + struct.pack("<i", value)
+
+    pkl = (b"\x80\x02" + b"ccollections\nOrderedDict\n)R"           # OrderedDict()
+           + s("head.0.weight")
+           + b"ctorch._utils\n_rebuild_tensor_v2\n("                 # callable, MARK
+           + b"(" + s("storage") + b"ctorch\nFloatStorage\n" + s("0") + s("cpu") + i(1)
+           + b"tQ"                                                     # persistent id
+           + i(0) + i(100000) + i(100000) + b"\x86" + i(0) + i(0) + b"\x86"
+           + b"\x89" + b"ccollections\nOrderedDict\n)R"              # False, OrderedDict()
+           + b"tR" + b"s.")                                            # call, SETITEM, STOP
+    return torch_zip(pkl, [("0", struct.pack("<f", 1.0))])
+
+
+def memo_bomb_pt():
+    """A pickle in which list i holds list i-1 twice, 40 levels deep: 2^40 values from a few
+    hundred bytes to a reader that copies memoized objects instead of sharing them."""
+    pkl = bytearray(b"\x80\x02]q\x00")
+    for level in range(1, 41):
+        pkl += bytes([ord("]"), ord("("), ord("h"), level - 1, ord("h"), level - 1, ord("e"),
+                      ord("q"), level])
+    pkl += b"."
+    return torch_zip(bytes(pkl))
 
 
 def check_malicious_is_live(blob):
@@ -216,6 +257,8 @@ def main():
     official = open(os.path.join(OUT, "..", "panet", "panet_small_model_best.pt"), "rb").read()
     write("truncated.pt", official[:65536])
     write("garbage.pt", bytes((i * 7919 + 13) % 251 for i in range(4096)))
+    write("expanded_view.pt", expanded_view_pt())
+    write("memo_bomb.pt", memo_bomb_pt())
     blob = malicious_pt()
     check_malicious_is_live(blob)
     write("malicious.pt", blob)

@@ -36,6 +36,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Memory budget in MiB for one training step or validation forward (default: 70% of the
+    /// available memory); a run estimated to need more is refused before it starts.
+    #[arg(long, value_name = "MIB")]
+    memory_budget: Option<u64>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -69,6 +73,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         time_limit: args.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),
         progress: !args.quiet,
         handle_interrupt: true,
+        memory_budget: args.memory_budget.map(|mib| mib << 20),
     };
     eprintln!(
         "training {} ({}) for {} steps into {}",

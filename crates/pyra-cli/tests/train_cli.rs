@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{pyra, s, scratch};
+use common::{pyra, pyra_status, s, scratch};
 
 use pyra_tasks::degrade::{add_gaussian_noise, NoiseProtocol};
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
@@ -139,6 +139,33 @@ fn bad_train_invocations_are_refused_with_the_reason() {
     ]);
     assert!(!ok);
     assert!(stderr.contains("does not exist"), "{stderr}");
+    // A batch that does not fit the memory budget is refused before anything is written,
+    // naming the largest batch that fits (PANet-80 at 16 x 48x48: about 3.5 GiB estimated).
+    let dir = scratch("memory");
+    let run_dir = dir.join("run");
+    let (code, stderr) = pyra_status(&[
+        "train",
+        "--preset",
+        "panet-dn",
+        "--memory-budget",
+        "1024",
+        "--set",
+        &format!("output.dir=\"{}\"", s(&run_dir)),
+    ]);
+    assert!(
+        code.is_some_and(|c| c != 0 && c != 101),
+        "{code:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains("a training step of 16 x 48x48 patches needs about")
+            && stderr.contains("set data.batch_size="),
+        "{stderr}"
+    );
+    assert!(
+        !run_dir.exists(),
+        "the refused run wrote {}",
+        run_dir.display()
+    );
     // Presets print as TOML that parses back.
     let (ok, stdout, _) = pyra(&["train", "--preset", "paedsr-x4", "--print-config"]);
     assert!(ok);

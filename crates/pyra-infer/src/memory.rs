@@ -1,4 +1,5 @@
-//! How much memory a whole-image forward needs, and how much the machine has.
+//! How much memory a whole-image forward or a training step needs, and how much the machine
+//! has.
 //!
 //! The pyramid attention dominates. On the CPU its streaming kernel holds, per worker thread,
 //! the scores of one query tile over all `L` blocks (at most `STREAM_TILE_BYTES`) and a few
@@ -11,10 +12,9 @@ use pyra_core::networks::ArchConfig;
 use pyra_core::ops::bicubic::scaled_len;
 use pyra_core::ops::streaming_attention;
 
-/// Estimated peak bytes of one forward of `config` on an `height x width` input.
-pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) -> u64 {
-    let pixels = (height * width) as u64;
-    let (features, scales): (u64, Option<&[f64]>) = match config {
+/// Feature channels of the trunk, and the pyramid attention's scales if it has one.
+fn trunk(config: &ArchConfig) -> (u64, Option<&[f64]>) {
+    match config {
         ArchConfig::PyramidAttention(c) => (c.channel as u64, Some(&c.scales)),
         ArchConfig::PaNet(c) => (
             c.n_feats as u64,
@@ -30,34 +30,105 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
             ((c.n_resblocks + c.n_memblocks) * c.n_feats) as u64 / 4,
             None,
         ),
-    };
+    }
+}
+
+/// Pixels of each pyramid level of an `height x width` map.
+fn level_pixels(scales: &[f64], height: usize, width: usize) -> Vec<u64> {
+    scales
+        .iter()
+        .map(|&s| (scaled_len(height, s) * scaled_len(width, s)) as u64)
+        .collect()
+}
+
+/// Scratch of the CPU streaming kernel: every worker's tile buffers (forward and backward
+/// alike: the backward recomputes one tile's weights at a time).
+fn streaming_scratch(levels: &[u64], features: u64) -> u64 {
+    let blocks: u64 = levels.iter().sum();
+    let largest = levels.iter().copied().max().unwrap_or(0);
+    let worker = streaming_attention::worker_bytes(
+        blocks as usize,
+        largest as usize,
+        features as usize,
+        3,
+        STREAM_TILE_BYTES,
+    ) as u64;
+    streaming_attention::workers() as u64 * worker
+}
+
+/// Estimated peak bytes of one forward of `config` on an `height x width` input.
+pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) -> u64 {
+    let pixels = (height * width) as u64;
+    let (features, scales) = trunk(config);
     let scale = config.scale() as u64;
     // Feature maps at input size (a few alive at once) and the upsampler's at output size.
     let activations = 8 * features * pixels * 4 + 4 * features * pixels * scale * scale * 4;
     let attention = scales.map_or(0, |scales| {
-        let levels: Vec<u64> = scales
-            .iter()
-            .map(|&s| (scaled_len(height, s) * scaled_len(width, s)) as u64)
-            .collect();
+        let levels = level_pixels(scales, height, width);
         let blocks: u64 = levels.iter().sum();
-        let largest = levels.iter().copied().max().unwrap_or(0);
         if !pyra_core::backend::default_is_cpu() {
             // One chunk of scores and its softmax, plus the block columns of keys and values.
             (SCORE_CHUNK_BYTES as u64).min(pixels * blocks * 4) * 22 / 10
                 + blocks * features * 9 * 4 * 2
         } else {
-            let worker = streaming_attention::worker_bytes(
-                blocks as usize,
-                largest as usize,
-                features as usize,
-                3,
-                STREAM_TILE_BYTES,
-            ) as u64;
             // Workers' scratch; the level maps (keys and values) as tensors and as slices.
-            streaming_attention::workers() as u64 * worker + blocks * features * 2 * 4 * 2
+            streaming_scratch(&levels, features) + blocks * features * 2 * 4 * 2
         }
     });
     activations + attention + non_local_bytes(config, height, width) + (64 << 20)
+}
+
+/// Estimated peak bytes of one training step of `config` (with `parameters` learned values)
+/// on `batch` patches of `height x width` (network input size).
+///
+/// Autodiff keeps every layer's output until the backward pass: about three maps per 3x3
+/// convolution (its output, the activation, the residual sum), and a convolution of `F` to
+/// `F` channels has `9 F^2` weights, so the parameter count says how many there are. Pyramid
+/// attention on the CPU saves only its input maps (the fused kernel recomputes scores per
+/// tile); elsewhere autodiff keeps the whole score map, its softmax and their gradient. Adam
+/// holds weights, gradients and two moments. Errs on the high side: PANet-S at 16 x 48x48 is
+/// estimated at 844 MiB, its measured peak RSS is 673 MiB (`pyra bench-speed`, 2 threads);
+/// PANet-80 at 4 x 48x48, 1364 MiB against 1120 MiB (`pyra train`, CBSD432 loaded).
+pub fn estimate_training_step_bytes(
+    config: &ArchConfig,
+    parameters: u64,
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> u64 {
+    let batch = batch as u64;
+    let pixels = (height * width) as u64;
+    let (features, scales) = trunk(config);
+    let scale = config.scale() as u64;
+    let convs = parameters / (9 * features * features).max(1);
+    let saved_maps = 3 * convs + 10;
+    let per_sample = saved_maps * features * pixels * 4 + 8 * features * pixels * scale * scale * 4;
+    let attention = scales.map_or(0, |scales| {
+        let levels = level_pixels(scales, height, width);
+        let blocks: u64 = levels.iter().sum();
+        if pyra_core::backend::default_is_cpu() {
+            // Level maps, keys and values, with their gradients, per sample; shared scratch.
+            streaming_scratch(&levels, features) + batch * blocks * features * 4 * 4
+        } else {
+            batch * pixels * blocks * 4 * 3
+        }
+    });
+    let non_local = 2 * batch * non_local_bytes(config, height, width);
+    batch * per_sample + attention + non_local + 5 * parameters * 4 + (64 << 20)
+}
+
+/// The largest batch (up to `batch`) whose training step fits `budget`, if even one does.
+pub fn largest_training_batch(
+    config: &ArchConfig,
+    parameters: u64,
+    batch: usize,
+    height: usize,
+    width: usize,
+    budget: u64,
+) -> Option<usize> {
+    (1..=batch)
+        .rev()
+        .find(|&b| estimate_training_step_bytes(config, parameters, b, height, width) <= budget)
 }
 
 /// PNEN's non-local score maps (one group's alive at a time: map and softmax, 2.2 maps):
@@ -112,6 +183,24 @@ pub fn largest_tile(config: &ArchConfig, budget: u64) -> Option<usize> {
 mod tests {
     use super::*;
     use pyra_core::blocks::PyramidAttentionConfig;
+    use pyra_core::networks::PaNetConfig;
+
+    #[test]
+    fn training_estimate_grows_with_the_batch_and_finds_one_that_fits() {
+        let config = ArchConfig::PaNet(PaNetConfig::small());
+        let one = estimate_training_step_bytes(&config, 600_000, 1, 48, 48);
+        let sixteen = estimate_training_step_bytes(&config, 600_000, 16, 48, 48);
+        assert!(sixteen > 8 * (one - (64 << 20)), "{one} {sixteen}");
+        let budget = (one + sixteen) / 2;
+        let fits = largest_training_batch(&config, 600_000, 16, 48, 48, budget).unwrap();
+        assert!((1..16).contains(&fits), "{fits}");
+        assert!(estimate_training_step_bytes(&config, 600_000, fits, 48, 48) <= budget);
+        assert!(estimate_training_step_bytes(&config, 600_000, fits + 1, 48, 48) > budget);
+        assert_eq!(
+            largest_training_batch(&config, 600_000, 16, 48, 48, one - 1),
+            None
+        );
+    }
 
     #[test]
     fn attention_estimate_is_bounded_by_the_streaming_tiles() {

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pyra_core::backend;
+use pyra_core::burn::module::Module;
 use pyra_core::burn::tensor::{Device, Tensor, TensorData};
 use pyra_core::fs::write_atomic;
 use pyra_core::networks::ArchConfig;
 use pyra_core::weights::{state_dict_of, trainable_keys, StateDict, TensorValues};
+use pyra_infer::memory;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -46,6 +48,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Ctrl-C writes a checkpoint and stops the run cleanly.
     pub handle_interrupt: bool,
+    /// Refuse to start when a training step or a validation forward is estimated to need
+    /// more bytes than this (default: 70% of the memory available).
+    pub memory_budget: Option<u64>,
 }
 
 /// Why a run stopped.
@@ -206,9 +211,63 @@ fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog) -> Result<(), Stri
 }
 
 /// Train as `config` says.
+/// Refuse a batch that would not fit in memory (instead of being killed by the OS hours in),
+/// naming the largest batch that fits.
+fn check_training_memory(
+    config: &RunConfig,
+    arch: &ArchConfig,
+    budget: Option<u64>,
+) -> Result<(), String> {
+    let budget = budget.unwrap_or_else(memory::default_budget);
+    let parameters = arch.init(&backend::default_device()).num_params() as u64;
+    let side = config.data.patch_size / config.task.scale();
+    let batch = config.data.batch_size;
+    let needs = memory::estimate_training_step_bytes(arch, parameters, batch, side, side);
+    if needs <= budget {
+        return Ok(());
+    }
+    let what = format!(
+        "a training step of {batch} x {side}x{side} patches needs about {} but the memory \
+         budget is {}",
+        mib(needs),
+        mib(budget)
+    );
+    Err(
+        match memory::largest_training_batch(arch, parameters, batch, side, side, budget) {
+            Some(fits) => format!("{what}; set data.batch_size={fits} (or less) to fit"),
+            None => format!("{what}; lower data.patch_size (even one patch does not fit)"),
+        },
+    )
+}
+
+/// Refuse validation images whose whole-image forward would not fit in memory.
+fn check_validation_memory(
+    arch: &ArchConfig,
+    height: usize,
+    width: usize,
+    budget: Option<u64>,
+) -> Result<(), String> {
+    let budget = budget.unwrap_or_else(memory::default_budget);
+    let needs = memory::estimate_forward_bytes(arch, height, width);
+    if needs <= budget {
+        return Ok(());
+    }
+    Err(format!(
+        "validating on {width}x{height} images needs about {} but the memory budget is {}; \
+         set validation.crop to a smaller side",
+        mib(needs),
+        mib(budget)
+    ))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
 pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, String> {
     let started = Instant::now();
     let arch: ArchConfig = config.arch_config()?;
+    check_training_memory(config, &arch, options.memory_budget)?;
     let dir = config.run_dir();
     let checkpoint_path = dir.join("checkpoint_latest.safetensors");
     if !options.resume && checkpoint_path.exists() {
@@ -265,6 +324,11 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
                 .map(|s| dir.join("targets").join(s.tag())),
         },
     )?;
+
+    if let Some(validator) = &validator {
+        let (height, width) = validator.largest_input();
+        check_validation_memory(&arch, height, width, options.memory_budget)?;
+    }
 
     // Model and optimiser.
     let infer_device = backend::default_device();

@@ -45,6 +45,15 @@ pub fn metric_options(task: &TaskConfig) -> MetricOptions {
 
 impl Validator {
     /// Up to `max_images` of `set`, centre-cropped to `crop` (target side) if given.
+    /// The largest network input (height, width) among the validation images.
+    pub fn largest_input(&self) -> (usize, usize) {
+        self.pairs
+            .iter()
+            .map(|(input, _)| (input.height, input.width))
+            .max_by_key(|&(h, w)| h * w)
+            .unwrap_or((0, 0))
+    }
+
     pub fn new(
         set: &ImageSet,
         task: &TaskConfig,

@@ -179,11 +179,74 @@ enum Item {
 struct Machine {
     stack: Vec<Item>,
     memo: HashMap<u32, Value>,
+    /// What memo and DUP copies have cost so far (see [`copy_cost`]).
+    copied: usize,
+}
+
+/// Python's pickle shares memoized objects; this machine copies them. A list that holds its
+/// memoized predecessor twice, thirty times over, would copy 2^30 values from a few hundred
+/// bytes, so copies are budgeted. A real state dict copies about a hundred units (values and
+/// string bytes) per tensor: the budget allows some 150,000 tensors.
+const COPY_BUDGET: usize = 1 << 24;
+
+/// A state dict nests four deep (dict, tensor args, size tuple, int); the limit leaves room for
+/// wrappers and metadata while keeping every recursive walk (drop, clone, compare) shallow, so
+/// a crafted file cannot overflow the stack.
+const MAX_NESTING: usize = 64;
+
+/// Refuse `value`, placed at nesting level `depth`, if it reaches deeper than [`MAX_NESTING`];
+/// walks iteratively, and only as deep as the limit.
+fn check_nesting(value: &Value, depth: usize) -> Result<(), WeightsError> {
+    let mut pending = vec![(value, depth)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > MAX_NESTING {
+            return Err(malformed(format!(
+                "the pickle nests containers more than {MAX_NESTING} deep; a state dict never does"
+            )));
+        }
+        match value {
+            Value::Tuple(items) | Value::List(items) => {
+                pending.extend(items.iter().map(|v| (v, depth + 1)))
+            }
+            Value::Dict(items) => {
+                for (k, v) in items {
+                    pending.push((k, depth + 1));
+                    pending.push((v, depth + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Values plus string/byte lengths: what copying `value` costs in time and memory.
+fn copy_cost(value: &Value) -> usize {
+    match value {
+        Value::Str(s) => 1 + s.len(),
+        Value::Bytes(b) => 1 + b.len(),
+        Value::Tuple(items) | Value::List(items) => 1 + items.iter().map(copy_cost).sum::<usize>(),
+        Value::Dict(items) => {
+            1 + items
+                .iter()
+                .map(|(k, v)| copy_cost(k) + copy_cost(v))
+                .sum::<usize>()
+        }
+        Value::Storage { key, .. } => 1 + key.len(),
+        Value::Tensor(t) => 1 + t.storage_key.len() + t.size.len() + t.stride.len(),
+        _ => 1,
+    }
 }
 
 impl Machine {
     fn push(&mut self, value: Value) {
         self.stack.push(Item::Value(value));
+    }
+    /// Push a container just built from stack items, refusing runaway nesting.
+    fn push_nested(&mut self, value: Value) -> Result<(), WeightsError> {
+        check_nesting(&value, 1)?;
+        self.push(value);
+        Ok(())
     }
     fn pop(&mut self) -> Result<Value, WeightsError> {
         match self.stack.pop() {
@@ -210,20 +273,35 @@ impl Machine {
         items.reverse();
         Ok(items)
     }
+    /// Charge `cost` to the copy budget; an error once it is spent.
+    fn charge(&mut self, cost: usize) -> Result<(), WeightsError> {
+        self.copied = self.copied.saturating_add(cost);
+        if self.copied > COPY_BUDGET {
+            return Err(malformed(
+                "the pickle re-uses its objects far more than a state dict does \
+                 (a decompression bomb?)",
+            ));
+        }
+        Ok(())
+    }
+    fn top_copy(&mut self) -> Result<Value, WeightsError> {
+        let cost = copy_cost(self.top()?);
+        self.charge(cost)?;
+        Ok(self.top()?.clone())
+    }
     fn memo_put(&mut self, index: u32) -> Result<(), WeightsError> {
-        let value = match self.stack.last() {
-            Some(Item::Value(v)) => v.clone(),
-            _ => return Err(malformed("memoizing an empty stack")),
-        };
+        if !matches!(self.stack.last(), Some(Item::Value(_))) {
+            return Err(malformed("memoizing an empty stack"));
+        }
+        let value = self.top_copy()?;
         self.memo.insert(index, value);
         Ok(())
     }
     fn memo_get(&mut self, index: u32) -> Result<(), WeightsError> {
-        let value = self
-            .memo
-            .get(&index)
-            .cloned()
-            .ok_or_else(|| malformed(format!("pickle memo entry {index} is missing")))?;
+        let missing = || malformed(format!("pickle memo entry {index} is missing"));
+        let cost = copy_cost(self.memo.get(&index).ok_or_else(missing)?);
+        self.charge(cost)?;
+        let value = self.memo[&index].clone();
         self.push(value);
         Ok(())
     }
@@ -317,6 +395,7 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
     let mut m = Machine {
         stack: Vec::new(),
         memo: HashMap::new(),
+        copied: 0,
     };
     loop {
         let op = r.u8()?;
@@ -386,35 +465,36 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
             b')' => m.push(Value::Tuple(Vec::new())),
             b't' => {
                 let items = m.pop_to_mark()?;
-                m.push(Value::Tuple(items));
+                m.push_nested(Value::Tuple(items))?;
             }
             0x85 => {
                 let a = m.pop()?;
-                m.push(Value::Tuple(vec![a]));
+                m.push_nested(Value::Tuple(vec![a]))?;
             }
             0x86 => {
                 let b = m.pop()?;
                 let a = m.pop()?;
-                m.push(Value::Tuple(vec![a, b]));
+                m.push_nested(Value::Tuple(vec![a, b]))?;
             }
             0x87 => {
                 let c = m.pop()?;
                 let b = m.pop()?;
                 let a = m.pop()?;
-                m.push(Value::Tuple(vec![a, b, c]));
+                m.push_nested(Value::Tuple(vec![a, b, c]))?;
             }
             b']' => m.push(Value::List(Vec::new())),
             b'l' => {
                 let items = m.pop_to_mark()?;
-                m.push(Value::List(items));
+                m.push_nested(Value::List(items))?;
             }
             b'}' => m.push(Value::Dict(Vec::new())),
             b'd' => {
                 let items = m.pop_to_mark()?;
-                m.push(Value::Dict(pairs(items)?));
+                m.push_nested(Value::Dict(pairs(items)?))?;
             }
             b'a' => {
                 let item = m.pop()?;
+                check_nesting(&item, 2)?;
                 match m.top()? {
                     Value::List(list) => list.push(item),
                     _ => return Err(malformed("APPEND to a non-list")),
@@ -422,6 +502,7 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
             }
             b'e' => {
                 let items = m.pop_to_mark()?;
+                items.iter().try_for_each(|item| check_nesting(item, 2))?;
                 match m.top()? {
                     Value::List(list) => list.extend(items),
                     _ => return Err(malformed("APPENDS to a non-list")),
@@ -430,6 +511,8 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
             b's' => {
                 let value = m.pop()?;
                 let key = m.pop()?;
+                check_nesting(&key, 2)?;
+                check_nesting(&value, 2)?;
                 match m.top()? {
                     Value::Dict(dict) => dict.push((key, value)),
                     _ => return Err(malformed("SETITEM on a non-dict")),
@@ -437,6 +520,10 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
             }
             b'u' => {
                 let items = pairs(m.pop_to_mark()?)?;
+                for (key, value) in &items {
+                    check_nesting(key, 2)?;
+                    check_nesting(value, 2)?;
+                }
                 match m.top()? {
                     Value::Dict(dict) => dict.extend(items),
                     _ => return Err(malformed("SETITEMS on a non-dict")),
@@ -518,7 +605,7 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
                 m.pop_to_mark()?;
             }
             b'2' => {
-                let top = m.top()?.clone();
+                let top = m.top_copy()?;
                 m.push(top);
             }
             other => {
@@ -592,6 +679,33 @@ mod tests {
                 Value::Tuple(vec![Value::Int(1), Value::Float(2.5), Value::Bool(true)])
             )])
         );
+    }
+
+    #[test]
+    fn memo_reuse_bomb_is_refused() {
+        // Level i is a list holding level i-1 twice: 2^40 values from 330 bytes if copied.
+        // Python itself (which shares) unpickles this fine; the point is that Pyra must not
+        // try to materialise it.
+        let mut bytes = b"\x80\x02]q\x00".to_vec();
+        for level in 1..=40u8 {
+            bytes.extend_from_slice(&[b']', b'(', b'h', level - 1, b'h', level - 1, b'e']);
+            bytes.extend_from_slice(&[b'q', level]);
+        }
+        bytes.push(b'.');
+        let err = unpickle(&bytes).unwrap_err().to_string();
+        assert!(err.contains("re-uses its objects"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_or_read_without_overflow() {
+        // 30,000 lists, each appended into the one below: a stack overflow if anything
+        // walks the result recursively without a limit.
+        let mut bytes = b"\x80\x02".to_vec();
+        bytes.extend(std::iter::repeat_n(b']', 30_000));
+        bytes.extend(std::iter::repeat_n(b'a', 29_999));
+        bytes.push(b'.');
+        let result = unpickle(&bytes);
+        assert!(result.is_err(), "a 30,000-deep pickle was accepted");
     }
 
     #[test]

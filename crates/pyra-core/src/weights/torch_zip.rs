@@ -43,7 +43,9 @@ pub fn read_torch_zip(bytes: &[u8]) -> Result<StateDict, WeightsError> {
         let mut file = archive
             .by_index(index)
             .map_err(|e| malformed(format!("cannot open `{name}` in the archive ({e})")))?;
-        let mut out = Vec::with_capacity(file.size().min(1 << 32) as usize);
+        // The size in the entry's header is the file's claim, not a fact: never reserve more
+        // than the archive itself holds (entries are stored, not compressed).
+        let mut out = Vec::with_capacity(file.size().min(bytes.len() as u64) as usize);
         file.read_to_end(&mut out)
             .map_err(|e| malformed(format!("cannot read `{name}` in the archive ({e})")))?;
         Ok(out)
@@ -137,26 +139,49 @@ fn materialize(
     storage: &[u8],
 ) -> Result<NamedTensor, WeightsError> {
     let elem = tensor.dtype.size();
-    if storage.len() != tensor.storage_numel * elem {
+    if tensor.size.len() != tensor.stride.len() {
+        return Err(malformed(format!(
+            "`{name}` has {} sizes but {} strides",
+            tensor.size.len(),
+            tensor.stride.len()
+        )));
+    }
+    if tensor.storage_numel.checked_mul(elem) != Some(storage.len()) {
         return Err(malformed(format!(
             "storage of `{name}` holds {} bytes, expected {} elements of {elem} bytes",
             storage.len(),
             tensor.storage_numel
         )));
     }
-    let numel: usize = tensor.size.iter().product();
-    // Highest element index touched by the view must lie inside the storage.
-    let last = tensor.offset
-        + tensor
-            .size
-            .iter()
-            .zip(&tensor.stride)
-            .map(|(&n, &s)| n.saturating_sub(1) * s)
-            .sum::<usize>();
-    if numel > 0 && last >= tensor.storage_numel {
-        return Err(malformed(format!(
+    let past_the_end = || {
+        malformed(format!(
             "the view of `{name}` reaches past the end of its storage"
+        ))
+    };
+    let numel = tensor
+        .size
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(past_the_end)?;
+    // A view of a saved weight never holds more elements than its storage; one that does
+    // repeats them (stride 0) and would let a tiny file claim terabytes.
+    if numel > tensor.storage_numel {
+        return Err(malformed(format!(
+            "`{name}` claims {numel} elements but its storage holds {}",
+            tensor.storage_numel
         )));
+    }
+    // Highest element index touched by the view must lie inside the storage.
+    let last = tensor
+        .size
+        .iter()
+        .zip(&tensor.stride)
+        .try_fold(tensor.offset, |sum, (&n, &s)| {
+            sum.checked_add(n.saturating_sub(1).checked_mul(s)?)
+        })
+        .ok_or_else(past_the_end)?;
+    if numel > 0 && last >= tensor.storage_numel {
+        return Err(past_the_end());
     }
     let mut indices = Vec::with_capacity(numel);
     if numel > 0 {
