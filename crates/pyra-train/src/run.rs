@@ -213,12 +213,7 @@ fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog) -> Result<(), Stri
 /// Train as `config` says.
 /// Refuse a batch that would not fit in memory (instead of being killed by the OS hours in),
 /// naming the largest batch that fits.
-fn check_training_memory(
-    config: &RunConfig,
-    arch: &ArchConfig,
-    budget: Option<u64>,
-) -> Result<(), String> {
-    let budget = budget.unwrap_or_else(memory::default_budget);
+fn check_training_memory(config: &RunConfig, arch: &ArchConfig, budget: u64) -> Result<(), String> {
     let parameters = arch.init(&backend::default_device()).num_params() as u64;
     let side = config.data.patch_size / config.task.scale();
     let batch = config.data.batch_size;
@@ -245,9 +240,8 @@ fn check_validation_memory(
     arch: &ArchConfig,
     height: usize,
     width: usize,
-    budget: Option<u64>,
+    budget: u64,
 ) -> Result<(), String> {
-    let budget = budget.unwrap_or_else(memory::default_budget);
     let needs = memory::estimate_forward_bytes(arch, height, width);
     if needs <= budget {
         return Ok(());
@@ -267,7 +261,8 @@ fn mib(bytes: u64) -> String {
 pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, String> {
     let started = Instant::now();
     let arch: ArchConfig = config.arch_config()?;
-    check_training_memory(config, &arch, options.memory_budget)?;
+    let memory_budget = options.memory_budget.unwrap_or_else(memory::default_budget);
+    check_training_memory(config, &arch, memory_budget)?;
     let dir = config.run_dir();
     let checkpoint_path = dir.join("checkpoint_latest.safetensors");
     if !options.resume && checkpoint_path.exists() {
@@ -327,7 +322,7 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
 
     if let Some(validator) = &validator {
         let (height, width) = validator.largest_input();
-        check_validation_memory(&arch, height, width, options.memory_budget)?;
+        check_validation_memory(&arch, height, width, memory_budget)?;
     }
 
     // Model and optimiser.

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// A file of the committed fixtures.
 pub fn fixture(name: &str) -> PathBuf {
@@ -19,12 +19,17 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Run `pyra ARGS`: (success, stdout, stderr).
-pub fn pyra(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
+/// Run `pyra ARGS` to completion.
+fn run_pyra(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pyra"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Run `pyra ARGS`: (success, stdout, stderr).
+pub fn pyra(args: &[&str]) -> (bool, String, String) {
+    let out = run_pyra(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -39,10 +44,7 @@ pub fn s(p: &Path) -> &str {
 
 /// Run `pyra ARGS`: (exit code, stderr); `None` when killed by a signal.
 pub fn pyra_status(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pyra"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = run_pyra(args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
