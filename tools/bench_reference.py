@@ -27,7 +27,7 @@ import sys
 import time
 
 DEFAULT = ["pa-64", "pa-96", "pa-128", "panet80-96", "panet80-256-chop", "paedsr-x2-48",
-           "panets-train", "conv3x3-256"]
+           "panets-train", "conv3x3-256", "conv3x3-train"]
 ALL = DEFAULT[:3] + ["pa-256"] + DEFAULT[3:]
 
 
@@ -193,9 +193,24 @@ def build(name):
         x = torch.randn(1, 64, 256, 256)
         run = lambda: layer(x)
         flops = 2.0 * 64 * 64 * 9 * 256 * 256
+    elif name == "conv3x3-train":
+        layer = conv(64, 64).train()
+        x = torch.randn(16, 64, 48, 48, requires_grad=True)
+        dy = torch.randn(16, 64, 48, 48)
+
+        def run():
+            layer.zero_grad()
+            x.grad = None
+            (layer(x) * dy).sum().backward()
+        flops = 3 * 2.0 * 64 * 64 * 9 * 16 * 48 * 48
     else:
         raise SystemExit(f"unknown workload {name}")
-    return run, flops, name == "panets-train"
+    if name.startswith("pa-"):
+        # Useful work of the streaming formulation (as `pyra bench-speed` counts it).
+        size = int(name[3:])
+        levels = sum(int(size * s) ** 2 for s in (1.0, 0.9, 0.8, 0.7, 0.6))
+        flops = size * size * levels * (2.0 * 32 + 2.0 * 64 + 2.0 * 9)
+    return run, flops, name in ("panets-train", "conv3x3-train")
 
 
 def child(name, repeat, warmup, threads):
@@ -233,6 +248,7 @@ def child(name, repeat, warmup, threads):
         "peak_extra_bytes": (peak - before) if (resettable and peak and before) else None,
         "flops": flops,
         "torch": torch.__version__,
+        "isa": f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}, oneDNN {torch.backends.mkldnn.is_available()}",
         "threads": threads,
     }))
 

@@ -1,5 +1,7 @@
 //! `pyra bench-speed`: the performance workloads, each timed in its own child process, with
-//! PyTorch's numbers beside them when `tools/bench_reference.py` wrote them on the same machine.
+//! PyTorch's numbers beside them: either run here, workload by workload and alternating with
+//! Pyra's (`--torch PYTHON`, so that a machine's drift hits both sides alike), or read from a
+//! JSON file that `tools/bench_reference.py` wrote on the same machine (`--reference`).
 //!
 //! Each workload builds its model and input, runs `--warmup` untimed times, then `--repeat`
 //! timed times; the median time is reported, and two memory figures: the process's peak resident set (VmHWM) and its growth
@@ -16,6 +18,8 @@ use pyra_core::backend;
 use pyra_core::burn::nn::conv::Conv2dConfig;
 use pyra_core::burn::nn::PaddingConfig2d;
 use pyra_core::burn::tensor::{Distribution, Tensor};
+use pyra_core::ops::fused_conv::conv2d;
+use pyra_core::ops::isa;
 use pyra_infer::{forward_chop, ChopOptions};
 use pyra_train::step::Trainer;
 use serde::{Deserialize, Serialize};
@@ -25,7 +29,7 @@ use crate::profile::resident_bytes;
 use crate::report::{format_bytes, peak_rss_bytes};
 
 /// Name, description, and whether it runs by default.
-const WORKLOADS: [(&str, &str, bool); 9] = [
+const WORKLOADS: [(&str, &str, bool); 10] = [
     ("pa-64", "pyramid attention forward, [1,64,64,64]", true),
     ("pa-96", "pyramid attention forward, [1,64,96,96]", true),
     ("pa-128", "pyramid attention forward, [1,64,128,128]", true),
@@ -47,6 +51,11 @@ const WORKLOADS: [(&str, &str, bool); 9] = [
         true,
     ),
     ("conv3x3-256", "3x3 conv 64->64, [1,64,256,256]", true),
+    (
+        "conv3x3-train",
+        "3x3 conv 64->64 forward + backward, [16,64,48,48]",
+        true,
+    ),
 ];
 
 #[derive(Args, Debug)]
@@ -63,8 +72,24 @@ pub struct BenchSpeedArgs {
     warmup: usize,
     /// JSON written by `tools/bench_reference.py` on this machine: adds PyTorch's columns and
     /// the ratios.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "torch")]
     reference: Option<PathBuf>,
+    /// Run the PyTorch reference here with this Python (which must have torch), alternating
+    /// with Pyra workload by workload: Pyra then PyTorch in odd rounds, PyTorch then Pyra in
+    /// even ones.
+    #[arg(long, value_name = "PYTHON")]
+    torch: Option<PathBuf>,
+    /// The reference script (default: tools/bench_reference.py of the source tree).
+    #[arg(long, value_name = "FILE")]
+    torch_script: Option<PathBuf>,
+    /// Rounds of the alternation with --torch; each side's time is the median of all its
+    /// timed runs.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Threads of each side (RAYON_NUM_THREADS for Pyra, torch.set_num_threads for PyTorch);
+    /// default: rayon's choice (all cores) and the same number for PyTorch.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print the results as JSON (the reference script's format) instead of the table.
     #[arg(long)]
     json: bool,
@@ -86,9 +111,17 @@ pub struct Measurement {
     pub peak_rss_bytes: Option<u64>,
     /// Peak resident set over the resident set after setup.
     pub peak_extra_bytes: Option<u64>,
-    /// Floating-point operations of one run, where counted (the convolution).
+    /// Floating-point operations of one run, where counted (the convolutions and the
+    /// attention's useful work).
     #[serde(default)]
     pub flops: Option<f64>,
+    /// The instruction set the side's kernels used (Pyra: its own kernels' and gemm's;
+    /// PyTorch: `torch.backends.cpu.get_cpu_capability()`).
+    #[serde(default)]
+    pub isa: Option<String>,
+    /// Threads the side ran with.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn measure(
@@ -116,6 +149,8 @@ fn measure(
         median_ms: sorted[sorted.len() / 2],
         times_ms,
         peak_rss_bytes: peak,
+        isa: Some(pyra_isa()),
+        threads: Some(rayon_threads()),
         peak_extra_bytes: match (resettable, before, peak) {
             (true, Some(b), Some(p)) => Some(p.saturating_sub(b)),
             _ => None,
@@ -138,7 +173,7 @@ fn run_workload(name: &str, repeat: (usize, usize)) -> Result<Measurement> {
     let attention = |size: usize| -> Result<Measurement> {
         let block = network("pyramid-attention", &["channel=64"])?;
         let x = Tensor::<4>::random([1, 64, size, size], normal, &device);
-        Ok(measure(name, repeat, None, || {
+        Ok(measure(name, repeat, Some(attention_flops(size)), || {
             let _ = block.forward(x.clone()).into_data();
         }))
     };
@@ -197,7 +232,22 @@ fn run_workload(name: &str, repeat: (usize, usize)) -> Result<Measurement> {
             let x = Tensor::<4>::random([1, 64, 256, 256], normal, &device);
             let flops = 2.0 * 64.0 * 64.0 * 9.0 * 256.0 * 256.0;
             Ok(measure(name, repeat, Some(flops), || {
-                let _ = conv.forward(x.clone()).into_data();
+                let _ = conv2d(&conv, x.clone()).into_data();
+            }))
+        }
+        "conv3x3-train" => {
+            let train_device = backend::with_autodiff(device.clone());
+            let conv = Conv2dConfig::new([64, 64], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&train_device);
+            let x = Tensor::<4>::random([16, 64, 48, 48], normal, &train_device).require_grad();
+            let dy = Tensor::<4>::random([16, 64, 48, 48], normal, &train_device);
+            // Forward, input gradient and weight gradient: three convolutions' worth.
+            let flops = 3.0 * 2.0 * 64.0 * 64.0 * 9.0 * 16.0 * 48.0 * 48.0;
+            Ok(measure(name, repeat, Some(flops), || {
+                let grads = (conv2d(&conv, x.clone()) * dy.clone()).sum().backward();
+                let _ = conv.weight.grad(&grads).map(|g| g.into_data());
+                let _ = x.grad(&grads).map(|g| g.into_data());
             }))
         }
         other => bail!(
@@ -249,7 +299,7 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Measurement], reference: &[Measurement]) {
+fn print_table(rows: &[Measurement], reference: &[Measurement], peak_gflops: Option<f64>) {
     let bytes = |b: Option<u64>| b.map_or("n/a".to_string(), format_bytes);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
@@ -296,17 +346,154 @@ fn print_table(rows: &[Measurement], reference: &[Measurement]) {
             );
         }
     }
+    let of_peak = |gflops: f64| match peak_gflops {
+        Some(peak) => format!(", {:.0}% of peak", 100.0 * gflops / peak),
+        None => String::new(),
+    };
+    println!();
     for r in rows.iter().filter(|r| r.flops.is_some()) {
-        let gflops = r.flops.unwrap_or(0.0) / r.median_ms / 1e6;
-        println!("{}: {gflops:.1} GFLOP/s (Pyra)", r.name);
+        let flops = r.flops.unwrap_or(0.0);
+        let gflops = flops / r.median_ms / 1e6;
+        println!(
+            "{}: {:.3} GFLOP, Pyra {gflops:.1} GFLOP/s{}",
+            r.name,
+            flops / 1e9,
+            of_peak(gflops)
+        );
         if let Some(t) = reference.iter().find(|t| t.name == r.name) {
-            println!(
-                "{}: {:.1} GFLOP/s (PyTorch)",
-                r.name,
-                r.flops.unwrap_or(0.0) / t.median_ms / 1e6
-            );
+            let theirs = flops / t.median_ms / 1e6;
+            println!("{}: PyTorch {theirs:.1} GFLOP/s{}", r.name, of_peak(theirs));
         }
     }
+}
+
+/// Pyra's kernels' instruction set: its own (`ops::isa`) and the GEMM's (`gemm` picks its
+/// AVX-512 microkernels wherever the CPU has AVX-512F).
+fn pyra_isa() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let gemm = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512f"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "fma"
+    } else {
+        "scalar"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let gemm = "native";
+    format!("own kernels {}, gemm {gemm}", isa::isa().name())
+}
+
+fn rayon_threads() -> usize {
+    pyra_core::rayon_threads()
+}
+
+/// The useful FLOPs of the streaming attention at `[1, 64, size, size]` (reduction 2, 3x3
+/// blocks, 5 levels): pixel products `2·C'·HW·L`, pasting `2·C·HW·L`, and the two 9-term
+/// diagonal sums `2·9·HW·L` (`L`: blocks of all levels).
+fn attention_flops(size: usize) -> f64 {
+    let levels: usize = [1.0f64, 0.9, 0.8, 0.7, 0.6]
+        .iter()
+        .map(|s| ((size as f64 * s).floor() as usize).pow(2))
+        .sum();
+    let pixels = (size * size) as f64;
+    pixels * levels as f64 * (2.0 * 32.0 + 2.0 * 64.0 + 2.0 * 9.0)
+}
+
+/// The CPU's model name, family/model and the clock /proc/cpuinfo reports.
+fn cpu_description() -> (String, Option<f64>) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let family = field("cpu family").unwrap_or_default();
+    let number = field("model").unwrap_or_default();
+    let mhz = field("cpu MHz").and_then(|v| v.parse::<f64>().ok());
+    (format!("{model} (family {family}, model {number})"), mhz)
+}
+
+/// Runs one workload in a child process of this executable.
+fn run_pyra(exe: &std::path::Path, name: &str, args: &BenchSpeedArgs) -> Result<Measurement> {
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["bench-speed", "--child", name, "--repeat"])
+        .arg(args.repeat.to_string())
+        .arg("--warmup")
+        .arg(args.warmup.to_string());
+    if let Some(threads) = args.threads {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let out = command.output().context("cannot run the benchmark child")?;
+    if !out.status.success() {
+        bail!(
+            "workload {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("workload {name}: unreadable child output"))
+}
+
+/// Runs one workload of the PyTorch reference script with `python`.
+fn run_torch(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    name: &str,
+    threads: usize,
+    args: &BenchSpeedArgs,
+) -> Result<Measurement> {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--child", name, "--repeat"])
+        .arg(args.repeat.to_string())
+        .arg("--warmup")
+        .arg(args.warmup.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch workload {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .with_context(|| format!("PyTorch workload {name}: unreadable output"))
+}
+
+/// All timed runs of one side over the rounds, as one measurement (median of every run, the
+/// largest peaks).
+fn merge(runs: Vec<Measurement>) -> Measurement {
+    let mut merged = runs[0].clone();
+    merged.times_ms = runs.iter().flat_map(|r| r.times_ms.clone()).collect();
+    let mut sorted = merged.times_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    merged.median_ms = sorted[sorted.len() / 2];
+    merged.peak_rss_bytes = runs.iter().filter_map(|r| r.peak_rss_bytes).max();
+    merged.peak_extra_bytes = runs.iter().filter_map(|r| r.peak_extra_bytes).max();
+    merged
+}
+
+fn find_script(args: &BenchSpeedArgs) -> Result<PathBuf> {
+    if let Some(path) = &args.torch_script {
+        return Ok(path.clone());
+    }
+    let here = PathBuf::from("tools/bench_reference.py");
+    if here.exists() {
+        return Ok(here);
+    }
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/bench_reference.py");
+    if source.exists() {
+        return Ok(source);
+    }
+    bail!("cannot find tools/bench_reference.py; pass --torch-script FILE")
 }
 
 pub fn run(args: BenchSpeedArgs) -> Result<()> {
@@ -323,36 +510,80 @@ pub fn run(args: BenchSpeedArgs) -> Result<()> {
         return Ok(());
     }
     let names = selected(&args.only)?;
-    let reference = match &args.reference {
-        Some(path) => read_reference(path)?,
-        None => Vec::new(),
-    };
     let exe = std::env::current_exe().context("cannot find the pyra executable")?;
-    let mut rows = Vec::new();
-    for name in names {
-        eprintln!("bench-speed: {name} ...");
-        let out = std::process::Command::new(&exe)
-            .args(["bench-speed", "--child", name, "--repeat"])
-            .arg(args.repeat.to_string())
-            .arg("--warmup")
-            .arg(args.warmup.to_string())
-            .output()
-            .context("cannot run the benchmark child")?;
-        if !out.status.success() {
-            bail!(
-                "workload {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+    let threads = args.threads.unwrap_or_else(rayon_threads);
+    let (rows, reference) = match &args.torch {
+        None => {
+            let reference = match &args.reference {
+                Some(path) => read_reference(path)?,
+                None => Vec::new(),
+            };
+            let mut rows = Vec::new();
+            for name in &names {
+                eprintln!("bench-speed: {name} ...");
+                let m = run_pyra(&exe, name, &args)?;
+                eprintln!("bench-speed: {name}: {}", ms(m.median_ms));
+                rows.push(m);
+            }
+            (rows, reference)
         }
-        let m: Measurement = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("workload {name}: unreadable child output"))?;
-        eprintln!("bench-speed: {name}: {}", ms(m.median_ms));
-        rows.push(m);
-    }
+        Some(python) => {
+            let script = find_script(&args)?;
+            let (mut rows, mut reference) = (Vec::new(), Vec::new());
+            for name in &names {
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                for round in 0..args.rounds.max(1) {
+                    let pyra_first = round % 2 == 0;
+                    for side in 0..2 {
+                        if (side == 0) == pyra_first {
+                            let m = run_pyra(&exe, name, &args)?;
+                            eprintln!(
+                                "bench-speed: {name} round {}: Pyra {}",
+                                round + 1,
+                                ms(m.median_ms)
+                            );
+                            ours.push(m);
+                        } else {
+                            let m = run_torch(python, &script, name, threads, &args)?;
+                            eprintln!(
+                                "bench-speed: {name} round {}: PyTorch {}",
+                                round + 1,
+                                ms(m.median_ms)
+                            );
+                            theirs.push(m);
+                        }
+                    }
+                }
+                rows.push(merge(ours));
+                reference.push(merge(theirs));
+            }
+            (rows, reference)
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print_table(&rows, &reference);
+        return Ok(());
     }
+    let (cpu, mhz) = cpu_description();
+    println!("CPU: {cpu}, {threads} threads");
+    let detected = isa::detected();
+    let peak = mhz.map(|mhz| threads as f64 * mhz / 1e3 * detected.flop_per_cycle());
+    match peak {
+        Some(peak) => println!(
+            "fp32 peak: {threads} cores x {:.2} GHz (reported clock) x {} FLOP/cycle ({}, 2 FMA units) = {peak:.0} GFLOP/s",
+            mhz.unwrap_or(0.0) / 1e3,
+            detected.flop_per_cycle(),
+            detected.name()
+        ),
+        None => println!("fp32 peak: unknown (no clock in /proc/cpuinfo)"),
+    }
+    if let Some(r) = rows.first() {
+        println!("Pyra: {}", r.isa.as_deref().unwrap_or("?"));
+    }
+    if let Some(t) = reference.first() {
+        println!("PyTorch: {}", t.isa.as_deref().unwrap_or("?"));
+    }
+    println!();
+    print_table(&rows, &reference, peak);
     Ok(())
 }

@@ -12,3 +12,8 @@ pub mod ops;
 pub mod weights;
 
 pub use burn;
+
+/// Worker threads of the kernels (rayon's pool: `RAYON_NUM_THREADS`, else every core).
+pub fn rayon_threads() -> usize {
+    rayon::current_num_threads()
+}

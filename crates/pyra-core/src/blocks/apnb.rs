@@ -12,6 +12,7 @@
 //! concatenation and another convolution; PNEN compares the blocks as residual modules, and the
 //! residual form is used here so that all three baselines have the same interface.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -68,11 +69,13 @@ impl Apnb {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, _, h, w] = x.dims();
-        let query = flatten_spatial(self.theta.forward(x.clone())).swap_dims(1, 2); // [N, HW, Ci]
-        let key = self.pyramid_pool(self.phi.forward(x.clone())); // [N, Ci, P]
-        let value = self.pyramid_pool(self.g.forward(x.clone())).swap_dims(1, 2); // [N, P, Ci]
+        let query = flatten_spatial(conv2d(&self.theta, x.clone())).swap_dims(1, 2); // [N, HW, Ci]
+        let key = self.pyramid_pool(conv2d(&self.phi, x.clone())); // [N, Ci, P]
+        let value = self
+            .pyramid_pool(conv2d(&self.g, x.clone()))
+            .swap_dims(1, 2); // [N, P, Ci]
         let y = softmax(query.matmul(key), 2).matmul(value).swap_dims(1, 2);
         let [_, ci, _] = y.dims();
-        self.w.forward(y.reshape([n, ci, h, w])) + x
+        conv2d(&self.w, y.reshape([n, ci, h, w])) + x
     }
 }

@@ -1,5 +1,6 @@
 //! The official `common.default_conv` and `common.BasicBlock`.
 
+use crate::ops::fused_conv::conv2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor};
@@ -36,5 +37,5 @@ pub fn basic_block_1x1(channels_in: usize, channels_out: usize, device: &Device)
 
 /// Run a [`BasicBlock`].
 pub fn basic_block(block: &BasicBlock, x: Tensor<4>) -> Tensor<4> {
-    block.1.forward(block.0.forward(x))
+    block.1.forward(conv2d(&block.0, x))
 }

@@ -14,6 +14,7 @@
 //! convolutions have biases; BatchNorm is PyTorch's (momentum 0.1, eps 1e-5, batch statistics
 //! in training — see [`BatchNorm`]).
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -68,9 +69,10 @@ pub struct ResidualUnit {
 
 impl ResidualUnit {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let r = self
-            .conv2
-            .forward(relu(self.bn.forward(self.conv1.forward(x.clone()))));
+        let r = conv2d(
+            &self.conv2,
+            relu(self.bn.forward(conv2d(&self.conv1, x.clone()))),
+        );
         x + r
     }
 }

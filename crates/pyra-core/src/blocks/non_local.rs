@@ -9,6 +9,7 @@
 //! 1x1 convolution back. Every pixel attends to every pixel: the score map is `[HW, HW]` per
 //! sample, which is what the pyramid non-local block shrinks.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -56,12 +57,12 @@ pub(crate) fn flatten_spatial(x: Tensor<4>) -> Tensor<3> {
 impl NonLocal {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, _, h, w] = x.dims();
-        let query = flatten_spatial(self.theta.forward(x.clone())).swap_dims(1, 2); // [N, HW, Ci]
-        let key = flatten_spatial(self.phi.forward(x.clone())); // [N, Ci, HW]
-        let value = flatten_spatial(self.g.forward(x.clone())).swap_dims(1, 2); // [N, HW, Ci]
+        let query = flatten_spatial(conv2d(&self.theta, x.clone())).swap_dims(1, 2); // [N, HW, Ci]
+        let key = flatten_spatial(conv2d(&self.phi, x.clone())); // [N, Ci, HW]
+        let value = flatten_spatial(conv2d(&self.g, x.clone())).swap_dims(1, 2); // [N, HW, Ci]
         let attention = softmax(query.matmul(key), 2); // [N, HW, HW]
         let y = attention.matmul(value).swap_dims(1, 2); // [N, Ci, HW]
         let [_, ci, _] = y.dims();
-        self.w.forward(y.reshape([n, ci, h, w])) + x
+        conv2d(&self.w, y.reshape([n, ci, h, w])) + x
     }
 }

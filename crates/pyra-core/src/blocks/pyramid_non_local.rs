@@ -20,6 +20,7 @@
 //! - the keys/values have no activation and the scores no scaling (embedded Gaussian, as the
 //!   non-local block PNEN builds on); the 1x1 convolutions have biases.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -92,14 +93,14 @@ pub(crate) fn pad_replicate_to_multiple(x: Tensor<4>, m: usize) -> Tensor<4> {
 impl PyramidNonLocal {
     /// The attention of every query pixel over the keys of each scale: `[N, HW, L_s]`.
     pub fn attention_maps(&self, x: Tensor<4>) -> Vec<Tensor<3>> {
-        let query = flatten_spatial(self.query.forward(x.clone())).swap_dims(1, 2);
+        let query = flatten_spatial(conv2d(&self.query, x.clone())).swap_dims(1, 2);
         self.keys
             .iter()
             .enumerate()
             .map(|(i, key)| {
                 let padded = pad_replicate_to_multiple(x.clone(), 1 << (i + 1));
                 softmax(
-                    query.clone().matmul(flatten_spatial(key.forward(padded))),
+                    query.clone().matmul(flatten_spatial(conv2d(key, padded))),
                     2,
                 )
             })
@@ -115,12 +116,12 @@ impl PyramidNonLocal {
             .enumerate()
             .map(|(i, (attention, value))| {
                 let padded = pad_replicate_to_multiple(x.clone(), 1 << (i + 1));
-                let v = flatten_spatial(value.forward(padded)).swap_dims(1, 2); // [N, L_s, n]
+                let v = flatten_spatial(conv2d(value, padded)).swap_dims(1, 2); // [N, L_s, n]
                 attention.matmul(v) // [N, HW, n]
             })
             .collect();
         let y = Tensor::cat(per_scale, 2).swap_dims(1, 2); // [N, S*n, HW]
         let [_, sn, _] = y.dims();
-        self.fuse.forward(y.reshape([n, sn, h, w])) + x
+        conv2d(&self.fuse, y.reshape([n, sn, h, w])) + x
     }
 }

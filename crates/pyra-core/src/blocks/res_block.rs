@@ -1,6 +1,7 @@
 //! `common.ResBlock`: `x + res_scale * conv(act(conv(x)))`, the body a `nn.Sequential` whose
 //! indices (`body.0`, `body.1`, `body.2`) are the checkpoint keys.
 
+use crate::ops::fused_conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::Relu;
@@ -54,7 +55,7 @@ impl ResBlock {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (conv1, act, conv2) = &self.body;
-        let res = conv2.forward(act.forward(conv1.forward(x.clone())));
+        let res = conv2d(conv2, act.forward(conv2d(conv1, x.clone())));
         res.mul_scalar(self.res_scale) + x
     }
 }

@@ -2,6 +2,7 @@
 //! one 3x3 conv to 9 * C and PixelShuffle(3). No activation (the official `act=False`).
 //! A `nn.Sequential`, so it is a `Vec` here and the conv indices (0, 2, ...) are the keys.
 
+use crate::ops::fused_conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{PixelShuffle, PixelShuffleConfig};
@@ -66,7 +67,7 @@ pub fn upsampler(scale: usize, n_feats: usize, device: &Device) -> Upsampler {
 pub fn upsample(layers: &Upsampler, mut x: Tensor<4>) -> Tensor<4> {
     for layer in layers {
         x = match layer {
-            UpsamplerLayer::Conv(conv) => conv.forward(x),
+            UpsamplerLayer::Conv(conv) => conv2d(conv, x),
             UpsamplerLayer::PixelShuffle(shuffle) => shuffle.forward(x),
         };
     }

@@ -2,6 +2,7 @@
 //! arguments (`channel=16`, `n_resblocks=80`, `interp=legacy`, ...), as the tensor-level
 //! `pyra forward` command and the checkpoint loaders need.
 
+use crate::ops::fused_conv::conv2d;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
@@ -377,8 +378,8 @@ impl AnyNetwork {
         use super::BodyLayer;
         let (features, body) = match self {
             Self::PyramidAttention(m) => return Some((x, m)),
-            Self::PaNet(m) => (m.head[0].forward(x), &m.body),
-            Self::PaEdsr(m) => (m.head[0].forward(m.sub_mean.forward(x)), &m.body),
+            Self::PaNet(m) => (conv2d(&m.head[0], x), &m.body),
+            Self::PaEdsr(m) => (conv2d(&m.head[0], m.sub_mean.forward(x)), &m.body),
             Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
                 return None
             }
@@ -388,7 +389,7 @@ impl AnyNetwork {
             match layer {
                 BodyLayer::PyramidAttention(attention) => return Some((y, attention)),
                 BodyLayer::ResBlock(block) => y = block.forward(y),
-                BodyLayer::Conv(conv) => y = conv.forward(y),
+                BodyLayer::Conv(conv) => y = conv2d(conv, y),
             }
         }
         None
@@ -432,7 +433,7 @@ impl AnyNetwork {
         match self {
             Self::Pnen(m) => {
                 let block = as_pnb(&m.groups.get(index)?.non_local)?;
-                let mut f = m.entry.forward(x);
+                let mut f = conv2d(&m.entry, x);
                 for group in &m.groups[..index] {
                     f = group.non_local.forward(group.drb.forward(f));
                 }
@@ -440,7 +441,7 @@ impl AnyNetwork {
             }
             Self::Rdn(m) => {
                 let block = as_pnb(m.non_locals.get(index)?)?;
-                let mut f = m.SFENet2.forward(m.SFENet1.forward(x));
+                let mut f = conv2d(&m.SFENet2, conv2d(&m.SFENet1, x));
                 for (d, rdb) in m.RDBs.iter().enumerate().take(index * m.non_local_every) {
                     if d % m.non_local_every == 0 {
                         f = m.non_locals[d / m.non_local_every].forward(f);

@@ -1,6 +1,7 @@
 //! The residual trunk shared by PANet, PA-EDSR and EDSR: an `nn.Sequential` of res-blocks,
 //! optionally a pyramid attention in the middle, and a final 3x3 convolution.
 
+use crate::ops::fused_conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
@@ -53,7 +54,7 @@ pub fn run_body(body: &[BodyLayer], mut x: Tensor<4>) -> Tensor<4> {
         x = match layer {
             BodyLayer::ResBlock(block) => block.forward(x),
             BodyLayer::PyramidAttention(attention) => attention.forward(x),
-            BodyLayer::Conv(conv) => conv.forward(x),
+            BodyLayer::Conv(conv) => conv2d(conv, x),
         };
     }
     x

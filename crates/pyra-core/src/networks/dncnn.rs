@@ -7,6 +7,7 @@
 //! Keys: `dncnn.0.*`, `dncnn.{3j-1}.weight`, `dncnn.{3j}.*` (BN) for j = 1..depth-2, and the
 //! last conv at `dncnn.{3(depth-2)+2}`.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -90,7 +91,7 @@ impl Dncnn {
         let mut y = x;
         for layer in &self.dncnn {
             y = match layer {
-                DncnnLayer::Conv(conv) => conv.forward(y),
+                DncnnLayer::Conv(conv) => conv2d(conv, y),
                 DncnnLayer::BatchNorm(bn) => bn.forward(y),
                 DncnnLayer::ReLU(relu) => relu.forward(y),
             };

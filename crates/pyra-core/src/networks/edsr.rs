@@ -2,6 +2,7 @@
 //! (the official `SR/code/model/edsr.py`; keys `sub_mean`, `add_mean`, `head.0`,
 //! `body.{0..n-1}.body.{0,2}`, `body.{n}`, `tail.0.*`, `tail.1`).
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -74,9 +75,9 @@ pub struct Edsr {
 
 impl Edsr {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.head[0].forward(self.sub_mean.forward(x));
+        let x = conv2d(&self.head[0], self.sub_mean.forward(x));
         let res = run_body(&self.body, x.clone()) + x;
         let (up, conv) = &self.tail;
-        self.add_mean.forward(conv.forward(upsample(up, res)))
+        self.add_mean.forward(conv2d(conv, upsample(up, res)))
     }
 }

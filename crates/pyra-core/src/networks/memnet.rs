@@ -16,6 +16,7 @@
 //! blocks are `non_locals.{k}`, run on B_{m-1} before memory block `k * non_local_every`.
 //! MemNet's optional multi-supervision is not modelled (the final output is supervised).
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -65,7 +66,7 @@ impl BnReluConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(relu(self.bn.forward(x)))
+        conv2d(&self.conv, relu(self.bn.forward(x)))
     }
 }
 

@@ -6,6 +6,7 @@
 //! state dict has every attention tensor under two keys; here `msa` is a clone of the body's
 //! attention (same parameter ids), so both keys load into one tensor and both are saved.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -101,9 +102,9 @@ pub struct PaEdsr {
 
 impl PaEdsr {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.head[0].forward(self.sub_mean.forward(x));
+        let x = conv2d(&self.head[0], self.sub_mean.forward(x));
         let res = run_body(&self.body, x.clone()) + x;
         let (up, conv) = &self.tail;
-        self.add_mean.forward(conv.forward(upsample(up, res)))
+        self.add_mean.forward(conv2d(conv, upsample(up, res)))
     }
 }

@@ -6,6 +6,7 @@
 //! single default-argument `nn.PReLU()` to every block; the checkpoint has one aliased key per
 //! block), and `sub_mean`/`add_mean` exist (and are loaded) but are not used by the forward.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -89,8 +90,8 @@ pub struct PaNet {
 
 impl PaNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.head[0].forward(x);
+        let x = conv2d(&self.head[0], x);
         let res = run_body(&self.body, x.clone()) + x;
-        self.tail[0].forward(res)
+        conv2d(&self.tail[0], res)
     }
 }

@@ -15,6 +15,7 @@
 //! channels); the w_m start at 1/M; pixels are on [0, 1]. `non_local = "nlb"` or `"apnb"`
 //! swaps the block for the paper's ablations.
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
@@ -115,12 +116,12 @@ pub struct Pnen {
 impl Pnen {
     /// The final prediction Y and the per-group predictions Y_1..Y_M.
     pub fn forward_all(&self, x: Tensor<4>) -> (Tensor<4>, Vec<Tensor<4>>) {
-        let mut features = self.entry.forward(x.clone());
+        let mut features = conv2d(&self.entry, x.clone());
         let mut predictions = Vec::with_capacity(self.groups.len());
         for (group, exit) in self.groups.iter().zip(&self.exits) {
             features = group.non_local.forward(group.drb.forward(features));
-            let r = relu(exit[0].forward(features.clone()));
-            let r = exit[2].forward(relu(exit[1].forward(r)));
+            let r = relu(conv2d(&exit[0], features.clone()));
+            let r = conv2d(&exit[2], relu(conv2d(&exit[1], r)));
             predictions.push(x.clone() + r);
         }
         let m = predictions.len();

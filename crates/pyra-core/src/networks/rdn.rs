@@ -19,6 +19,7 @@
 // not snake case; the Module derive repeats them in generated code.
 #![allow(non_snake_case)]
 
+use crate::ops::fused_conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -170,10 +171,10 @@ impl ResidualDenseBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut features = x.clone();
         for layer in &self.convs {
-            let grown = relu(layer.conv[0].forward(features.clone()));
+            let grown = relu(conv2d(&layer.conv[0], features.clone()));
             features = Tensor::cat(vec![features, grown], 1);
         }
-        self.LFF.forward(features) + x
+        conv2d(&self.LFF, features) + x
     }
 }
 
@@ -193,8 +194,8 @@ pub struct Rdn {
 
 impl Rdn {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let shallow = self.SFENet1.forward(x.clone());
-        let mut f = self.SFENet2.forward(shallow.clone());
+        let shallow = conv2d(&self.SFENet1, x.clone());
+        let mut f = conv2d(&self.SFENet2, shallow.clone());
         let mut outputs = Vec::with_capacity(self.RDBs.len());
         for (d, block) in self.RDBs.iter().enumerate() {
             if d % self.non_local_every == 0 {
@@ -205,11 +206,7 @@ impl Rdn {
             f = block.forward(f);
             outputs.push(f.clone());
         }
-        let fused = self
-            .GFF
-            .1
-            .forward(self.GFF.0.forward(Tensor::cat(outputs, 1)))
-            + shallow;
+        let fused = conv2d(&self.GFF.1, conv2d(&self.GFF.0, Tensor::cat(outputs, 1))) + shallow;
         let y = upsample(&self.UPNet, fused);
         if self.scale == 1 {
             y + x

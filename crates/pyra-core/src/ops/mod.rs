@@ -1,7 +1,11 @@
 //! Tensor operations the blocks are written in, on top of burn.
 
 pub mod bicubic;
+pub mod conv_direct;
+pub mod conv_kernel;
 pub mod fused_attention;
+pub mod fused_conv;
+pub mod isa;
 pub mod patches;
 pub mod streaming_attention;
 

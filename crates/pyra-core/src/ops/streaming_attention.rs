@@ -668,6 +668,52 @@ impl<'a> Context<'a> {
     }
 }
 
+// The element-wise parts of the kernel, compiled for AVX-512, AVX2 + FMA and the baseline and
+// picked at run time (`ops::isa`): the compiler vectorises each copy at its width.
+crate::dispatch_isa! {
+    #[allow(clippy::too_many_arguments)]
+    fn gather_diagonal(
+        dst: &mut [f32],
+        stride: usize,
+        offset: usize,
+        src: &[f32],
+        rows: Rect,
+        from: Rect,
+        level: (usize, usize),
+        radius: usize,
+    ) {
+        gather_diagonal_impl(dst, stride, offset, src, rows, from, level, radius)
+    }
+}
+
+crate::dispatch_isa! {
+    #[allow(clippy::too_many_arguments)]
+    fn spread_diagonal(
+        dst: &mut Vec<f32>,
+        src: &[f32],
+        stride: usize,
+        offset: usize,
+        rows: Rect,
+        from: Rect,
+        level: (usize, usize),
+        radius: usize,
+    ) {
+        spread_diagonal_impl(dst, src, stride, offset, rows, from, level, radius)
+    }
+}
+
+crate::dispatch_isa! {
+    fn scale_columns(rows: &mut [f32], stride: usize, offset: usize, scales: &[f32]) {
+        scale_columns_impl(rows, stride, offset, scales)
+    }
+}
+
+crate::dispatch_isa! {
+    fn normalise(row: &mut [f32], normalisation: Normalisation) {
+        normalise_impl(row, normalisation)
+    }
+}
+
 /// `rows[i, c] = planes[c, pixel i of rect]`: the pixels of `rect` as rows of `channels`.
 fn gather_rows(rows: &mut Vec<f32>, planes: &[f32], channels: usize, rect: Rect, width: usize) {
     let plane = planes.len() / channels.max(1);
@@ -687,7 +733,8 @@ fn gather_rows(rows: &mut Vec<f32>, planes: &[f32], channels: usize, rect: Rect,
 /// the image) or outside the level dropped: the `k x k` diagonal sum that turns pixel
 /// products into block products.
 #[allow(clippy::too_many_arguments)]
-fn gather_diagonal(
+#[inline(always)]
+fn gather_diagonal_impl(
     dst: &mut [f32],
     stride: usize,
     offset: usize,
@@ -723,7 +770,8 @@ fn gather_diagonal(
 /// of one level (`dst` is `[pixels of rows, h*w]`, `src` rows of `from` with `stride`): the
 /// adjoint of [`gather_diagonal`], which spreads each block's weight over the pixels it covers.
 #[allow(clippy::too_many_arguments)]
-fn spread_diagonal(
+#[inline(always)]
+fn spread_diagonal_impl(
     dst: &mut Vec<f32>,
     src: &[f32],
     stride: usize,
@@ -759,7 +807,8 @@ fn spread_diagonal(
 }
 
 /// Multiplies the columns `offset..offset + scales.len()` of every row by `scales`.
-fn scale_columns(rows: &mut [f32], stride: usize, offset: usize, scales: &[f32]) {
+#[inline(always)]
+fn scale_columns_impl(rows: &mut [f32], stride: usize, offset: usize, scales: &[f32]) {
     for row in rows.chunks_exact_mut(stride) {
         for (v, a) in row[offset..offset + scales.len()].iter_mut().zip(scales) {
             *v *= a;
@@ -818,6 +867,7 @@ fn matmul(
 }
 
 /// `row[i] += from[i + shift]` wherever `i + shift` is inside `from` (both `row.len()` long).
+#[inline(always)]
 fn add_shifted(row: &mut [f32], from: &[f32], shift: isize) {
     let n = row.len() as isize;
     let lo = (-shift).clamp(0, n);
@@ -834,7 +884,8 @@ fn add_shifted(row: &mut [f32], from: &[f32], shift: isize) {
 
 /// One row of scores to weights, in place: `e = exp(s - max)`, `w = e / Σe`; hard attention
 /// keeps `w == max w` as 1 and the rest as 0 (what `softmax(..) == max(softmax(..))` gives).
-fn normalise(row: &mut [f32], normalisation: Normalisation) {
+#[inline(always)]
+fn normalise_impl(row: &mut [f32], normalisation: Normalisation) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     for v in row.iter_mut() {
         *v = exp_non_positive(*v - max);
