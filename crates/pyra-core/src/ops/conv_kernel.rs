@@ -120,6 +120,13 @@ struct Shared(*mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`, which is `Sync`).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `cols[(ci·k² + t), j]` = the input pixel that tap `t` of output pixel `j` of the band reads
 /// (0 outside the image): the band's im2col, `[Cin·k², rows·W]`.
 fn im2col(shape: &ConvShape, x: &[f32], (row0, rows): (usize, usize), cols: &mut Vec<f32>) {
@@ -209,7 +216,6 @@ fn forward_direct(
     items
         .par_iter()
         .for_each_init(conv_direct::BandBuffers::default, |buffers, &(s, band)| {
-            let out = out;
             let input = &x[s * cin * plane..][..cin * plane];
             // SAFETY: each item writes only its band's rows of its sample; `isa()` chose a
             // kernel the CPU has.
@@ -219,7 +225,7 @@ fn forward_direct(
                     &packed,
                     input,
                     band,
-                    out.0.add(s * cout * plane),
+                    out.ptr().add(s * cout * plane),
                     buffers,
                 )
             };
@@ -243,11 +249,10 @@ fn forward_gemm(shape: &ConvShape, x: &[f32], weight: &[f32], bias: Option<&[f32
     items
         .par_iter()
         .for_each_init(Vec::new, |cols, &(s, (row0, rows))| {
-            let out = out;
             let input = &x[s * cin * plane..][..cin * plane];
             let (start, n) = (row0 * shape.width, rows * shape.width);
             // The band of every output plane: `cout` rows of `n`, `plane` apart.
-            let dst = unsafe { out.0.add(s * cout * plane + start) };
+            let dst = unsafe { out.ptr().add(s * cout * plane + start) };
             if let Some(bias) = bias {
                 for (co, &b) in bias.iter().enumerate() {
                     // SAFETY: row `co` of this sample's band, inside `y`, written by this item only.
@@ -360,22 +365,26 @@ pub fn backward_weight(shape: &ConvShape, x: &[f32], dy: &[f32]) -> (Vec<f32>, V
                     im2col(shape, input, (row0, rows), &mut cols);
                     (cols.as_slice(), n)
                 };
-                // SAFETY: lhs is `cout x n` at row stride `plane` inside this sample's dy; rhs
-                // as above; dst is the contiguous `cout x depth` accumulator.
+                // dWᵀ [depth, cout] += cols [depth, n] · dyᵀ [n, cout] (M = depth is the long
+                // side, which suits the microkernel's register block).
+                // SAFETY: lhs is `depth x n` (row stride `rhs_cs`, column stride 1) inside
+                // `cols` or the input planes; rhs is `n x cout` (row stride 1, column stride
+                // `plane`) inside this sample's dy; dst is the `cout x depth` accumulator read
+                // transposed.
                 unsafe {
                     gemm(
-                        cout,
                         depth,
+                        cout,
                         n,
                         grad.as_mut_ptr(),
-                        1,
                         depth as isize,
-                        true,
-                        grad_out[start..].as_ptr(),
                         1,
-                        plane as isize,
+                        true,
                         rhs.as_ptr(),
+                        1,
                         rhs_cs as isize,
+                        grad_out[start..].as_ptr(),
+                        plane as isize,
                         1,
                         1.0,
                         1.0,
