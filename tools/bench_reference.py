@@ -245,7 +245,7 @@ def child(name, repeat, warmup, threads):
         "median_ms": sorted(times)[len(times) // 2],
         "times_ms": times,
         "peak_rss_bytes": peak,
-        "peak_extra_bytes": (peak - before) if (resettable and peak and before) else None,
+        "peak_extra_bytes": max(0, peak - before) if (resettable and peak and before) else None,
         "flops": flops,
         "torch": torch.__version__,
         "isa": f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}, oneDNN {torch.backends.mkldnn.is_available()}",

@@ -3,14 +3,15 @@
 //!
 //! A band of `R` output rows is computed from a zero-padded copy of its `R + 2P` input rows
 //! (`P = dilation · k/2`), each row `Wp = W + 2P` wide, all channels: about half a MiB, so it
-//! stays in the core's L2 cache. In that copy every output pixel `q = i·Wp + j` reads tap `t` of
-//! channel `ci` at `q + off[ci, t]` with one constant offset per (channel, tap), so the band is
-//! one 1-D stream: `out[co, q] = b[co] + Σ_k w[co, k] · in[q + off[k]]` over `k = (ci, t)`.
+//! stays in the core's L2 cache. In that copy output pixel `(i, j)` reads tap `t` of channel
+//! `ci` at `i·Wp + j + off[ci, t]`, one constant offset per (channel, tap), so each output row is
+//! `out[co, j] = b[co] + Σ_k w[co, k] · in[i·Wp + j + off[k]]` over `k = (ci, t)`, written
+//! straight into the output planes (the last vector of a row with a masked store).
 //! The microkernel holds an `MR x (NV·lanes)` block of outputs in registers (AVX-512: 8
 //! channels x 48 pixels = 24 zmm; AVX2: 4 x 24 = 12 ymm), and for each `k` loads `NV` vectors of
 //! input pixels once and multiplies them with `MR` broadcast weights (packed `[k][MR]`, so they
-//! are consecutive). The stream includes `2P` junk columns per row (the padding), computed and
-//! dropped when the band is copied out: 4% extra work at `W = 48`, under 1% at `W = 256`.
+//! are consecutive). The channels are taken in chunks whose input rows fit in L1 (16 KiB), the
+//! first chunk starting from the bias and the others from the partial sums stored before.
 //! The input gradient runs through the same kernel (the adjoint kernel's forward).
 
 #[cfg(target_arch = "x86_64")]
@@ -20,6 +21,13 @@ use super::conv_kernel::ConvShape;
 
 /// Bytes of input rows one tile reads per pass (L1 is 32-48 KiB).
 const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The part of a register block that exists: `rows` channels, `last` lanes of its last vector.
+#[derive(Clone, Copy)]
+struct Tile {
+    rows: usize,
+    last: usize,
+}
 
 /// Which microkernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +47,7 @@ impl Kernel {
 }
 
 /// The weights `[Cout, Cin, k, k]` repacked as `[Cout / MR][Cin·k²][MR]` (channels padded
-/// with zeros to a multiple of `MR`), and the matching stream offsets of each `k`.
+/// with zeros to a multiple of `MR`).
 pub struct Packed {
     kernel: Kernel,
     weights: Vec<f32>,
@@ -82,14 +90,16 @@ pub fn pack(kernel: Kernel, shape: &ConvShape, weight: &[f32], bias: Option<&[f3
 #[derive(Default)]
 pub struct BandBuffers {
     input: Vec<f32>,
-    output: Vec<f32>,
     offsets: Vec<usize>,
 }
 
-/// Rows per band: about 2048 stream pixels, at least one row.
-pub fn band_rows(shape: &ConvShape) -> usize {
+/// Rows per band: about 2048 padded pixels, at least one row, and bands enough that every
+/// worker thread gets four (a 48x48 PA-EDSR map would otherwise be one band on one core).
+pub fn band_rows(shape: &ConvShape, workers: usize) -> usize {
     let pad = shape.dilation * (shape.ksize / 2);
-    (2048 / (shape.width + 2 * pad)).clamp(1, shape.height.max(1))
+    let by_size = (2048 / (shape.width + 2 * pad)).clamp(1, shape.height.max(1));
+    let bands_wanted = (4 * workers).div_ceil(shape.batch.max(1));
+    by_size.min(shape.height.div_ceil(bands_wanted).max(1))
 }
 
 /// Computes output rows `row0..row0 + rows` of one sample (`x`: its `[Cin, H, W]`) into `y`
@@ -110,8 +120,6 @@ pub unsafe fn band(
     let pad = d * (k / 2);
     let wp = w + 2 * pad;
     let padded_rows = rows + 2 * pad;
-    // Stream length, rounded up to whole 16-float vectors.
-    let stream = (rows * wp).div_ceil(16) * 16;
     // Each channel's region: its padded rows plus the over-read of the last vectors.
     let channel_stride = (padded_rows * wp + 2 * pad + 16).div_ceil(16) * 16;
     let cin = shape.channels_in;
@@ -139,47 +147,55 @@ pub unsafe fn band(
             }
         }
     }
-    let mr = packed.kernel.rows();
-    buffers.output.clear();
-    buffers.output.resize(packed.blocks * mr * stream, 0.0);
     let input = buffers.input.as_ptr();
-    let out = buffers.output.as_mut_ptr();
     let offsets = &buffers.offsets[..];
-    match packed.kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => stream_avx512(packed, offsets, input, out, stream),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => stream_avx2(packed, offsets, input, out, stream),
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("no x86 kernels on this architecture"),
-    }
-    let plane = h * w;
-    for co in 0..shape.channels_out {
-        for i in 0..rows {
-            let src = &buffers.output[co * stream + i * wp..][..w];
-            let dst = y.add(co * plane + (row0 + i) * w);
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, w);
+    let out = Output {
+        y: y.add(row0 * w),
+        plane: h * w,
+        channels: shape.channels_out,
+    };
+    for i in 0..rows {
+        match packed.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => row_avx512(packed, offsets, input.add(i * wp), out.at(i * w), w),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => row_avx2(packed, offsets, input.add(i * wp), out.at(i * w), w),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("no x86 kernels on this architecture"),
         }
     }
 }
 
-/// The whole stream, AVX-512: tiles of 3 (then 2 or 1) vectors of 16 pixels; for each tile,
-/// every block of 8 channels while the tile's input is in L1.
+/// Where a row's outputs go: channel `c`, pixel `j` at `y[c·plane + j]`; channels at or past
+/// `channels` (the zero padding of the last register block) are not stored.
+#[derive(Clone, Copy)]
+struct Output {
+    y: *mut f32,
+    plane: usize,
+    channels: usize,
+}
+
+impl Output {
+    unsafe fn at(self, pixels: usize) -> Output {
+        Output {
+            y: self.y.add(pixels),
+            ..self
+        }
+    }
+}
+
+/// One output row of `w` pixels (avx512): tiles of 3 vectors of 16 pixels (the last one
+/// masked to the row's end); for each tile, every block of 8 channels, the channels in chunks
+/// whose input rows stay in L1 (later chunks add to the partial sums the first one stored).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn stream_avx512(
-    packed: &Packed,
-    offsets: &[usize],
-    input: *const f32,
-    out: *mut f32,
-    stream: usize,
-) {
+unsafe fn row_avx512(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
     const MR: usize = 8;
-    let mut q = 0;
-    while q < stream {
-        let vectors = ((stream - q) / 16).min(3);
-        // Channels in chunks whose rows of this tile fit in L1; later chunks add to the
-        // partial sums the first one stored.
+    const LANES: usize = 16;
+    let mut j = 0;
+    while j < w {
+        let vectors = (w - j).div_ceil(LANES).min(3);
+        let last = (w - j - (vectors - 1) * LANES).min(LANES);
         let mut k0 = 0;
         while k0 < packed.depth {
             let k1 = (k0 + packed.chunk).min(packed.depth);
@@ -190,17 +206,22 @@ unsafe fn stream_avx512(
                     .as_ptr()
                     .add((block * packed.depth + k0) * MR);
                 let bias = (k0 == 0).then(|| &packed.bias[block * MR..][..MR]);
-                let out = out.add(block * MR * stream + q);
-                let input = input.add(q);
+                let rows = (out.channels - block * MR).min(MR);
+                let dst = Output {
+                    y: out.y.add(block * MR * out.plane + j),
+                    ..out
+                };
+                let tile = Tile { rows, last };
+                let input = input.add(j);
                 match vectors {
-                    3 => tile_avx512::<3>(chunk, input, weights, bias, out, stream),
-                    2 => tile_avx512::<2>(chunk, input, weights, bias, out, stream),
-                    _ => tile_avx512::<1>(chunk, input, weights, bias, out, stream),
+                    3 => tile_avx512::<3>(chunk, input, weights, bias, dst, tile),
+                    2 => tile_avx512::<2>(chunk, input, weights, bias, dst, tile),
+                    _ => tile_avx512::<1>(chunk, input, weights, bias, dst, tile),
                 }
             }
             k0 = k1;
         }
-        q += 16 * vectors;
+        j += vectors * LANES;
     }
 }
 
@@ -212,17 +233,29 @@ unsafe fn tile_avx512<const NV: usize>(
     input: *const f32,
     weights: *const f32,
     bias: Option<&[f32]>,
-    out: *mut f32,
-    stride: usize,
+    out: Output,
+    tile: Tile,
 ) {
     const MR: usize = 8;
+    let mask: __mmask16 = if tile.last == 16 {
+        0xffff
+    } else {
+        (1u16 << tile.last) - 1
+    };
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         match bias {
             Some(bias) => *row = [_mm512_set1_ps(bias[r]); NV],
             None => {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(out.add(r * stride + 16 * v));
+                if r < tile.rows {
+                    for (v, a) in row.iter_mut().enumerate() {
+                        let p = out.y.add(r * out.plane + 16 * v);
+                        *a = if v + 1 == NV {
+                            _mm512_maskz_loadu_ps(mask, p)
+                        } else {
+                            _mm512_loadu_ps(p)
+                        };
+                    }
                 }
             }
         }
@@ -241,29 +274,30 @@ unsafe fn tile_avx512<const NV: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
+    for (r, row) in acc.iter().enumerate().take(tile.rows) {
         for (v, a) in row.iter().enumerate() {
-            _mm512_storeu_ps(out.add(r * stride + 16 * v), *a);
+            let p = out.y.add(r * out.plane + 16 * v);
+            if v + 1 == NV {
+                _mm512_mask_storeu_ps(p, mask, *a);
+            } else {
+                _mm512_storeu_ps(p, *a);
+            }
         }
     }
 }
 
-/// The same with AVX2 + FMA: blocks of 4 channels x 3 vectors of 8 pixels.
+/// One output row of `w` pixels (avx2): tiles of 3 vectors of 8 pixels (the last one
+/// masked to the row's end); for each tile, every block of 4 channels, the channels in chunks
+/// whose input rows stay in L1 (later chunks add to the partial sums the first one stored).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn stream_avx2(
-    packed: &Packed,
-    offsets: &[usize],
-    input: *const f32,
-    out: *mut f32,
-    stream: usize,
-) {
+unsafe fn row_avx2(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
     const MR: usize = 4;
-    let mut q = 0;
-    while q < stream {
-        let vectors = ((stream - q) / 8).min(3);
-        // Channels in chunks whose rows of this tile fit in L1; later chunks add to the
-        // partial sums the first one stored.
+    const LANES: usize = 8;
+    let mut j = 0;
+    while j < w {
+        let vectors = (w - j).div_ceil(LANES).min(3);
+        let last = (w - j - (vectors - 1) * LANES).min(LANES);
         let mut k0 = 0;
         while k0 < packed.depth {
             let k1 = (k0 + packed.chunk).min(packed.depth);
@@ -274,17 +308,22 @@ unsafe fn stream_avx2(
                     .as_ptr()
                     .add((block * packed.depth + k0) * MR);
                 let bias = (k0 == 0).then(|| &packed.bias[block * MR..][..MR]);
-                let out = out.add(block * MR * stream + q);
-                let input = input.add(q);
+                let rows = (out.channels - block * MR).min(MR);
+                let dst = Output {
+                    y: out.y.add(block * MR * out.plane + j),
+                    ..out
+                };
+                let tile = Tile { rows, last };
+                let input = input.add(j);
                 match vectors {
-                    3 => tile_avx2::<3>(chunk, input, weights, bias, out, stream),
-                    2 => tile_avx2::<2>(chunk, input, weights, bias, out, stream),
-                    _ => tile_avx2::<1>(chunk, input, weights, bias, out, stream),
+                    3 => tile_avx2::<3>(chunk, input, weights, bias, dst, tile),
+                    2 => tile_avx2::<2>(chunk, input, weights, bias, dst, tile),
+                    _ => tile_avx2::<1>(chunk, input, weights, bias, dst, tile),
                 }
             }
             k0 = k1;
         }
-        q += 8 * vectors;
+        j += vectors * LANES;
     }
 }
 
@@ -296,17 +335,26 @@ unsafe fn tile_avx2<const NV: usize>(
     input: *const f32,
     weights: *const f32,
     bias: Option<&[f32]>,
-    out: *mut f32,
-    stride: usize,
+    out: Output,
+    tile: Tile,
 ) {
     const MR: usize = 4;
+    let lanes: [i32; 8] = std::array::from_fn(|l| if l < tile.last { -1 } else { 0 });
+    let mask = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         match bias {
             Some(bias) => *row = [_mm256_set1_ps(bias[r]); NV],
             None => {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm256_loadu_ps(out.add(r * stride + 8 * v));
+                if r < tile.rows {
+                    for (v, a) in row.iter_mut().enumerate() {
+                        let p = out.y.add(r * out.plane + 8 * v);
+                        *a = if v + 1 == NV {
+                            _mm256_maskload_ps(p, mask)
+                        } else {
+                            _mm256_loadu_ps(p)
+                        };
+                    }
                 }
             }
         }
@@ -325,9 +373,14 @@ unsafe fn tile_avx2<const NV: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
+    for (r, row) in acc.iter().enumerate().take(tile.rows) {
         for (v, a) in row.iter().enumerate() {
-            _mm256_storeu_ps(out.add(r * stride + 8 * v), *a);
+            let p = out.y.add(r * out.plane + 8 * v);
+            if v + 1 == NV {
+                _mm256_maskstore_ps(p, mask, *a);
+            } else {
+                _mm256_storeu_ps(p, *a);
+            }
         }
     }
 }

@@ -205,7 +205,7 @@ fn forward_direct(
         y.set_len(len)
     };
     let out = Shared(y.as_mut_ptr());
-    let rows = conv_direct::band_rows(shape);
+    let rows = conv_direct::band_rows(shape, rayon::current_num_threads());
     let items: Vec<(usize, (usize, usize))> = (0..shape.batch)
         .flat_map(|s| {
             (0..shape.height)
