@@ -13,6 +13,12 @@
 //! are consecutive). The channels are taken in chunks whose input rows fit in L1 (16 KiB), the
 //! first chunk starting from the bias and the others from the partial sums stored before.
 //! The input gradient runs through the same kernel (the adjoint kernel's forward).
+//!
+//! Why by hand: no crate offers a convolution over burn Flex's buffers that avoids the im2col
+//! matrix, and a GEMM crate cannot read the shifted rows in place (its packing copies them
+//! again). Measured (Intel Xeon, AVX-512, 2 threads, 3x3 64->64 on 256x256): 24-38 ms, 49-75%
+//! of the 256 GFLOP/s fp32 peak, against 46-55 ms for PyTorch/oneDNN and 83-103 ms for burn's
+//! im2col + GEMM (the table in [`super::conv_kernel`]'s header).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

@@ -2,10 +2,14 @@
 //! backward, over plain `f32` slices in NCHW layout: the 3x3 and 1x1 convolutions that make up
 //! almost all of PANet, PA-EDSR, EDSR, RDN, MemNet, PNEN and DnCNN.
 //!
-//! ## Algorithm: banded implicit GEMM
+//! ## Algorithms
 //!
-//! The output is cut into bands of whole image rows (about [`BAND_COLUMNS`] pixels each). For
-//! a band, the `Cin·k²` shifted copies of its input rows (zero outside the image: the padding)
+//! - forward and input gradient on CPUs with AVX2 + FMA or AVX-512: the register-blocked direct
+//!   convolution of [`super::conv_direct`] (no im2col; the measured winner, see below);
+//! - elsewhere (the baseline ISA), and for the weight gradient: banded im2col + GEMM.
+//!
+//! Banded im2col + GEMM: the output is cut into bands of whole image rows (about
+//! [`BAND_COLUMNS`] pixels each). For a band, the `Cin·k²` shifted copies of its input rows (zero outside the image: the padding)
 //! are laid out as a `[Cin·k², pixels]` matrix that stays in the core's L2 cache, and one GEMM
 //! `W [Cout, Cin·k²] · cols` writes the band of every output plane in place (the output's row
 //! stride is the plane, so no copy follows). A 1x1 convolution needs no copy at all: the GEMM
@@ -14,7 +18,7 @@
 //!
 //! - input gradient: the adjoint of a stride-1 "same" convolution is the same convolution with
 //!   the kernel flipped and its two channel axes swapped, so it runs through the forward;
-//! - weight gradient: `dW += dY_band [Cout, pixels] · cols_bandᵀ`, per worker over a fixed
+//! - weight gradient: `dWᵀ += cols_band · dY_bandᵀ` (`[Cin·k², pixels] · [pixels, Cout]`), per worker over a fixed
 //!   split of the bands, summed in a fixed order (bit-reproducible for a given thread count);
 //! - bias gradient: per-channel sums of `dY` in f64.
 //!
@@ -28,9 +32,19 @@
 //!
 //! ## Measured
 //!
-//! See the `conv3x3-256` and `conv3x3-train` workloads of `pyra bench-speed`, and the README's
-//! Performance section, for the speed against burn's convolution and PyTorch/oneDNN and the
-//! fraction of the machine's fp32 peak.
+//! Intel Xeon (family 6, model 167, AVX-512), 2 threads, fp32 peak 256 GFLOP/s (a hand-written
+//! FMA loop reaches 260), 3x3 conv 64->64 on `[1,64,256,256]` (4.83 GFLOP), `pyra bench-speed
+//! --torch python3 --only conv3x3-256,conv3x3-train`:
+//!
+//! | path | forward | fraction of peak | forward + both gradients, `[16,64,48,48]` |
+//! |---|---:|---:|---:|
+//! | direct AVX-512 kernel (this file's forward) | 24-38 ms | 49-75% | 72-105 ms |
+//! | direct AVX2 kernel (`PYRA_ISA=avx2`) | 80-102 ms | 37-47% of the AVX2 peak (128) | - |
+//! | burn Flex im2col + GEMM (`PYRA_CONV=burn`) | 83-103 ms | 18-23% | 185-215 ms |
+//! | PyTorch 2.15 / oneDNN | 46-55 ms | 35-41% | 69-88 ms |
+//!
+//! The weight gradient (GEMMs through `gemm`, with the packing of the im2col band) is the
+//! slowest of the three parts; ranges are over runs on one machine, whose load varied.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
