@@ -190,45 +190,101 @@ impl Output {
     }
 }
 
-/// One output row of `w` pixels (avx512): tiles of 3 vectors of 16 pixels (the last one
-/// masked to the row's end); for each tile, every block of 8 channels, the channels in chunks
-/// whose input rows stay in L1 (later chunks add to the partial sums the first one stored).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
-    const MR: usize = 8;
-    const LANES: usize = 16;
+/// The arguments of one microkernel call.
+struct TileCall<'a> {
+    offsets: &'a [usize],
+    input: *const f32,
+    weights: *const f32,
+    bias: Option<&'a [f32]>,
+    out: Output,
+    tile: Tile,
+}
+
+/// One output row of `w` pixels: tiles of up to 3 vectors of `lanes` pixels (the last one
+/// masked to the row's end); for each tile, every block of `mr` channels, the channels in
+/// chunks whose input rows stay in L1 (later chunks add to the partial sums the first one
+/// stored). `kernel(vectors, call)` runs the microkernel of this ISA; the loops here are control
+/// only (each call does a whole chunk of `k`s).
+unsafe fn row(
+    packed: &Packed,
+    offsets: &[usize],
+    input: *const f32,
+    out: Output,
+    w: usize,
+    (mr, lanes): (usize, usize),
+    kernel: impl Fn(usize, TileCall),
+) {
     let mut j = 0;
     while j < w {
-        let vectors = (w - j).div_ceil(LANES).min(3);
-        let last = (w - j - (vectors - 1) * LANES).min(LANES);
+        let vectors = (w - j).div_ceil(lanes).min(3);
+        let last = (w - j - (vectors - 1) * lanes).min(lanes);
         let mut k0 = 0;
         while k0 < packed.depth {
             let k1 = (k0 + packed.chunk).min(packed.depth);
-            let chunk = &offsets[k0..k1];
             for block in 0..packed.blocks {
-                let weights = packed
-                    .weights
-                    .as_ptr()
-                    .add((block * packed.depth + k0) * MR);
-                let bias = (k0 == 0).then(|| &packed.bias[block * MR..][..MR]);
-                let rows = (out.channels - block * MR).min(MR);
-                let dst = Output {
-                    y: out.y.add(block * MR * out.plane + j),
-                    ..out
+                let call = TileCall {
+                    offsets: &offsets[k0..k1],
+                    input: input.add(j),
+                    weights: packed
+                        .weights
+                        .as_ptr()
+                        .add((block * packed.depth + k0) * mr),
+                    bias: (k0 == 0).then(|| &packed.bias[block * mr..][..mr]),
+                    out: Output {
+                        y: out.y.add(block * mr * out.plane + j),
+                        ..out
+                    },
+                    tile: Tile {
+                        rows: (out.channels - block * mr).min(mr),
+                        last,
+                    },
                 };
-                let tile = Tile { rows, last };
-                let input = input.add(j);
-                match vectors {
-                    3 => tile_avx512::<3>(chunk, input, weights, bias, dst, tile),
-                    2 => tile_avx512::<2>(chunk, input, weights, bias, dst, tile),
-                    _ => tile_avx512::<1>(chunk, input, weights, bias, dst, tile),
-                }
+                kernel(vectors, call);
             }
             k0 = k1;
         }
-        j += vectors * LANES;
+        j += vectors * lanes;
     }
+}
+
+/// [`row`] with the AVX-512 microkernel (8 channels x 16 lanes).
+#[cfg(target_arch = "x86_64")]
+unsafe fn row_avx512(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
+    row(packed, offsets, input, out, w, (8, 16), |vectors, c| {
+        let TileCall {
+            offsets,
+            input,
+            weights,
+            bias,
+            out,
+            tile,
+        } = c;
+        match vectors {
+            3 => tile_avx512::<3>(offsets, input, weights, bias, out, tile),
+            2 => tile_avx512::<2>(offsets, input, weights, bias, out, tile),
+            _ => tile_avx512::<1>(offsets, input, weights, bias, out, tile),
+        }
+    })
+}
+
+/// [`row`] with the AVX2 + FMA microkernel (4 channels x 8 lanes).
+#[cfg(target_arch = "x86_64")]
+unsafe fn row_avx2(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
+    row(packed, offsets, input, out, w, (4, 8), |vectors, c| {
+        let TileCall {
+            offsets,
+            input,
+            weights,
+            bias,
+            out,
+            tile,
+        } = c;
+        match vectors {
+            3 => tile_avx2::<3>(offsets, input, weights, bias, out, tile),
+            2 => tile_avx2::<2>(offsets, input, weights, bias, out, tile),
+            _ => tile_avx2::<1>(offsets, input, weights, bias, out, tile),
+        }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -289,47 +345,6 @@ unsafe fn tile_avx512<const NV: usize>(
                 _mm512_storeu_ps(p, *a);
             }
         }
-    }
-}
-
-/// One output row of `w` pixels (avx2): tiles of 3 vectors of 8 pixels (the last one
-/// masked to the row's end); for each tile, every block of 4 channels, the channels in chunks
-/// whose input rows stay in L1 (later chunks add to the partial sums the first one stored).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn row_avx2(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
-    const MR: usize = 4;
-    const LANES: usize = 8;
-    let mut j = 0;
-    while j < w {
-        let vectors = (w - j).div_ceil(LANES).min(3);
-        let last = (w - j - (vectors - 1) * LANES).min(LANES);
-        let mut k0 = 0;
-        while k0 < packed.depth {
-            let k1 = (k0 + packed.chunk).min(packed.depth);
-            let chunk = &offsets[k0..k1];
-            for block in 0..packed.blocks {
-                let weights = packed
-                    .weights
-                    .as_ptr()
-                    .add((block * packed.depth + k0) * MR);
-                let bias = (k0 == 0).then(|| &packed.bias[block * MR..][..MR]);
-                let rows = (out.channels - block * MR).min(MR);
-                let dst = Output {
-                    y: out.y.add(block * MR * out.plane + j),
-                    ..out
-                };
-                let tile = Tile { rows, last };
-                let input = input.add(j);
-                match vectors {
-                    3 => tile_avx2::<3>(chunk, input, weights, bias, dst, tile),
-                    2 => tile_avx2::<2>(chunk, input, weights, bias, dst, tile),
-                    _ => tile_avx2::<1>(chunk, input, weights, bias, dst, tile),
-                }
-            }
-            k0 = k1;
-        }
-        j += vectors * LANES;
     }
 }
 
