@@ -104,7 +104,18 @@ impl ConvShape {
 
     /// Row bands `(first row, rows)` of about `columns` pixels covering the image.
     fn bands(&self, columns: usize) -> Vec<(usize, usize)> {
-        let rows = (columns / self.width.max(1)).clamp(1, self.height.max(1));
+        self.bands_of_rows((columns / self.width.max(1)).clamp(1, self.height.max(1)))
+    }
+
+    /// The work items: every band of every sample, `(sample, band)`.
+    fn items(&self, bands: &[(usize, usize)]) -> Vec<(usize, (usize, usize))> {
+        (0..self.batch)
+            .flat_map(|s| bands.iter().map(move |&band| (s, band)))
+            .collect()
+    }
+
+    /// Row bands `(first row, rows)` of `rows` rows (the last one shorter) covering the image.
+    fn bands_of_rows(&self, rows: usize) -> Vec<(usize, usize)> {
         (0..self.height)
             .step_by(rows)
             .map(|r0| (r0, rows.min(self.height - r0)))
@@ -219,14 +230,8 @@ fn forward_direct(
         y.set_len(len)
     };
     let out = Shared(y.as_mut_ptr());
-    let rows = conv_direct::band_rows(shape, rayon::current_num_threads());
-    let items: Vec<(usize, (usize, usize))> = (0..shape.batch)
-        .flat_map(|s| {
-            (0..shape.height)
-                .step_by(rows)
-                .map(move |r0| (s, (r0, rows.min(shape.height - r0))))
-        })
-        .collect();
+    let items = shape
+        .items(&shape.bands_of_rows(conv_direct::band_rows(shape, rayon::current_num_threads())));
     items
         .par_iter()
         .for_each_init(conv_direct::BandBuffers::default, |buffers, &(s, band)| {
@@ -252,14 +257,7 @@ fn forward_gemm(shape: &ConvShape, x: &[f32], weight: &[f32], bias: Option<&[f32
     let (cin, cout, plane) = (shape.channels_in, shape.channels_out, shape.plane());
     let mut y = vec![0.0f32; shape.batch * cout * plane];
     let out = Shared(y.as_mut_ptr());
-    let items: Vec<(usize, (usize, usize))> = (0..shape.batch)
-        .flat_map(|s| {
-            shape
-                .bands(BAND_COLUMNS)
-                .into_iter()
-                .map(move |band| (s, band))
-        })
-        .collect();
+    let items = shape.items(&shape.bands(BAND_COLUMNS));
     items
         .par_iter()
         .for_each_init(Vec::new, |cols, &(s, (row0, rows))| {
@@ -351,14 +349,7 @@ pub fn backward_weight(shape: &ConvShape, x: &[f32], dy: &[f32]) -> (Vec<f32>, V
         shape.depth(),
     );
     assert_eq!(dy.len(), shape.batch * cout * plane, "output gradient size");
-    let items: Vec<(usize, (usize, usize))> = (0..shape.batch)
-        .flat_map(|s| {
-            shape
-                .bands(WEIGHT_BAND_COLUMNS)
-                .into_iter()
-                .map(move |band| (s, band))
-        })
-        .collect();
+    let items = shape.items(&shape.bands(WEIGHT_BAND_COLUMNS));
     // A fixed split of the items into one contiguous group per worker.
     let groups = rayon::current_num_threads().clamp(1, items.len().max(1));
     let per_group = items.len().div_ceil(groups);

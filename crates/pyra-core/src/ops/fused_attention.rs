@@ -75,13 +75,15 @@ pub fn fused_pyramid_attention(
     Tensor::from_dispatch(out)
 }
 
-fn to_vec(tensor: FloatTensor<Flex>) -> (Vec<f32>, Vec<usize>) {
+/// A Flex tensor's values (f32) and shape.
+pub(crate) fn to_vec(tensor: FloatTensor<Flex>) -> (Vec<f32>, Vec<usize>) {
     let data = tensor.into_data().convert::<f32>();
     let shape = data.shape().to_vec();
     (data.try_into_vec::<f32>().expect("f32 tensor"), shape)
 }
 
-fn from_vec(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
+/// A Flex tensor of `values` with `shape`.
+pub(crate) fn from_vec(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
     Flex::float_from_data(TensorData::new(values, shape), &Default::default())
 }
 

@@ -14,14 +14,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Flex};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::conv_kernel::{self, ConvShape};
+use super::fused_attention::{from_vec, to_vec};
 
 /// What the convolution is beyond its tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,16 +107,6 @@ fn with_values<T>(tensor: &FloatTensor<Flex>, f: impl FnOnce(&[f32], &[usize]) -
             f(&values, &shape)
         }
     }
-}
-
-fn to_vec(tensor: FloatTensor<Flex>) -> (Vec<f32>, Vec<usize>) {
-    let data = tensor.into_data().convert::<f32>();
-    let shape = data.shape().to_vec();
-    (data.try_into_vec::<f32>().expect("f32 tensor"), shape)
-}
-
-fn from_vec(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
-    Flex::float_from_data(TensorData::new(values, shape), &Default::default())
 }
 
 fn shape_of(x_shape: &[usize], weight_shape: &[usize], spec: ConvSpec) -> ConvShape {
