@@ -43,17 +43,25 @@ fn level_pixels(scales: &[f64], height: usize, width: usize) -> Vec<u64> {
 
 /// Scratch of the CPU streaming kernel: every worker's tile buffers (forward and backward
 /// alike: the backward recomputes one tile's weights at a time).
-fn streaming_scratch(levels: &[u64], features: u64) -> u64 {
-    let blocks: u64 = levels.iter().sum();
-    let largest = levels.iter().copied().max().unwrap_or(0);
+/// The kernel also holds each level's keys and values on a grid padded by one block.
+fn streaming_scratch(scales: &[f64], height: usize, width: usize, features: u64) -> u64 {
+    let dims: Vec<(usize, usize)> = scales
+        .iter()
+        .map(|&s| (scaled_len(height, s), scaled_len(width, s)))
+        .collect();
+    let blocks: usize = dims.iter().map(|(h, w)| h * w).sum();
+    let padded: Vec<usize> = dims.iter().map(|(h, w)| (h + 2) * (w + 2)).collect();
+    let padded_blocks: usize = padded.iter().sum();
+    let largest = padded.iter().copied().max().unwrap_or(0);
     let worker = streaming_attention::worker_bytes(
-        blocks as usize,
-        largest as usize,
+        blocks,
+        padded_blocks,
+        largest,
         features as usize,
         3,
         STREAM_TILE_BYTES,
     ) as u64;
-    streaming_attention::workers() as u64 * worker
+    streaming_attention::workers() as u64 * worker + padded_blocks as u64 * features * 2 * 4
 }
 
 /// Estimated peak bytes of one forward of `config` on an `height x width` input.
@@ -72,7 +80,7 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
                 + blocks * features * 9 * 4 * 2
         } else {
             // Workers' scratch; the level maps (keys and values) as tensors and as slices.
-            streaming_scratch(&levels, features) + blocks * features * 2 * 4 * 2
+            streaming_scratch(scales, height, width, features) + blocks * features * 2 * 4 * 2
         }
     });
     activations + attention + non_local_bytes(config, height, width) + (64 << 20)
@@ -108,7 +116,7 @@ pub fn estimate_training_step_bytes(
         let blocks: u64 = levels.iter().sum();
         if pyra_core::backend::default_is_cpu() {
             // Level maps, keys and values, with their gradients, per sample; shared scratch.
-            streaming_scratch(&levels, features) + batch * blocks * features * 4 * 4
+            streaming_scratch(scales, height, width, features) + batch * blocks * features * 4 * 4
         } else {
             batch * pixels * blocks * 4 * 3
         }
