@@ -12,6 +12,9 @@
 //! input pixels once and multiplies them with `MR` broadcast weights (packed `[k][MR]`, so they
 //! are consecutive). The channels are taken in chunks whose input rows fit in L1 (16 KiB), the
 //! first chunk starting from the bias and the others from the partial sums stored before.
+//! The loops run chunk, then block of `MR` output channels, then the band's rows, so one
+//! block's weights for a chunk (8 KiB) stay in L1 for the whole band instead of a 256-channel
+//! layer's 2.4 MB of weights streaming from L3 for every output row.
 //! The input gradient runs through the same kernel (the adjoint kernel's forward).
 //!
 //! Why by hand: no crate offers a convolution over burn Flex's buffers that avoids the im2col
@@ -160,15 +163,14 @@ pub unsafe fn band(
         plane: h * w,
         channels: shape.channels_out,
     };
-    for i in 0..rows {
-        match packed.kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => row_avx512(packed, offsets, input.add(i * wp), out.at(i * w), w),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => row_avx2(packed, offsets, input.add(i * wp), out.at(i * w), w),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("no x86 kernels on this architecture"),
-        }
+    let geometry = (rows, w, wp);
+    match packed.kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => rows_avx512(packed, offsets, input, out, geometry),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => rows_avx2(packed, offsets, input, out, geometry),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no x86 kernels on this architecture"),
     }
 }
 
@@ -181,15 +183,6 @@ struct Output {
     channels: usize,
 }
 
-impl Output {
-    unsafe fn at(self, pixels: usize) -> Output {
-        Output {
-            y: self.y.add(pixels),
-            ..self
-        }
-    }
-}
-
 /// The arguments of one microkernel call.
 struct TileCall<'a> {
     offsets: &'a [usize],
@@ -200,91 +193,128 @@ struct TileCall<'a> {
     tile: Tile,
 }
 
-/// One output row of `w` pixels: tiles of up to 3 vectors of `lanes` pixels (the last one
-/// masked to the row's end); for each tile, every block of `mr` channels, the channels in
-/// chunks whose input rows stay in L1 (later chunks add to the partial sums the first one
-/// stored). `kernel(vectors, call)` runs the microkernel of this ISA; the loops here are control
-/// only (each call does a whole chunk of `k`s).
-unsafe fn row(
+/// The band's output rows (`rows` of `w` pixels; input rows `wp` apart): for each chunk of
+/// channels whose input rows stay in L1, each block of `mr` output channels, each row, tiles of
+/// up to 3 vectors of `lanes` pixels (the last one masked to the row's end). The first chunk
+/// starts from the bias, later ones add to the partial sums the one before stored. Rows are
+/// inside the block loop so that one block's weights for a chunk (`chunk x mr` floats, 8 KiB)
+/// serve every row of the band from L1: with the rows outside, a 256-channel layer streamed
+/// all its 2.4 MB of weights from L3 for every output row. `kernel(vectors, call)` runs the
+/// microkernel of this ISA; the loops here are control only (each call does a whole chunk of
+/// `k`s).
+unsafe fn rows(
     packed: &Packed,
     offsets: &[usize],
     input: *const f32,
     out: Output,
-    w: usize,
+    (rows, w, wp): (usize, usize, usize),
     (mr, lanes): (usize, usize),
     kernel: impl Fn(usize, TileCall),
 ) {
-    let mut j = 0;
-    while j < w {
-        let vectors = (w - j).div_ceil(lanes).min(3);
-        let last = (w - j - (vectors - 1) * lanes).min(lanes);
-        let mut k0 = 0;
-        while k0 < packed.depth {
-            let k1 = (k0 + packed.chunk).min(packed.depth);
-            for block in 0..packed.blocks {
-                let call = TileCall {
-                    offsets: &offsets[k0..k1],
-                    input: input.add(j),
-                    weights: packed
-                        .weights
-                        .as_ptr()
-                        .add((block * packed.depth + k0) * mr),
-                    bias: (k0 == 0).then(|| &packed.bias[block * mr..][..mr]),
-                    out: Output {
-                        y: out.y.add(block * mr * out.plane + j),
-                        ..out
-                    },
-                    tile: Tile {
-                        rows: (out.channels - block * mr).min(mr),
-                        last,
-                    },
-                };
-                kernel(vectors, call);
+    let mut k0 = 0;
+    while k0 < packed.depth {
+        let k1 = (k0 + packed.chunk).min(packed.depth);
+        for block in 0..packed.blocks {
+            let weights = packed
+                .weights
+                .as_ptr()
+                .add((block * packed.depth + k0) * mr);
+            let bias = (k0 == 0).then(|| &packed.bias[block * mr..][..mr]);
+            let tile_rows = (out.channels - block * mr).min(mr);
+            for i in 0..rows {
+                let mut j = 0;
+                while j < w {
+                    let vectors = (w - j).div_ceil(lanes).min(3);
+                    let last = (w - j - (vectors - 1) * lanes).min(lanes);
+                    let call = TileCall {
+                        offsets: &offsets[k0..k1],
+                        input: input.add(i * wp + j),
+                        weights,
+                        bias,
+                        out: Output {
+                            y: out.y.add(block * mr * out.plane + i * w + j),
+                            ..out
+                        },
+                        tile: Tile {
+                            rows: tile_rows,
+                            last,
+                        },
+                    };
+                    kernel(vectors, call);
+                    j += vectors * lanes;
+                }
             }
-            k0 = k1;
         }
-        j += vectors * lanes;
+        k0 = k1;
     }
 }
 
-/// [`row`] with the AVX-512 microkernel (8 channels x 16 lanes).
+/// [`rows`] with the AVX-512 microkernel (8 channels x 16 lanes).
 #[cfg(target_arch = "x86_64")]
-unsafe fn row_avx512(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
-    row(packed, offsets, input, out, w, (8, 16), |vectors, c| {
-        let TileCall {
-            offsets,
-            input,
-            weights,
-            bias,
-            out,
-            tile,
-        } = c;
-        match vectors {
-            3 => tile_avx512::<3>(offsets, input, weights, bias, out, tile),
-            2 => tile_avx512::<2>(offsets, input, weights, bias, out, tile),
-            _ => tile_avx512::<1>(offsets, input, weights, bias, out, tile),
-        }
-    })
+unsafe fn rows_avx512(
+    packed: &Packed,
+    offsets: &[usize],
+    input: *const f32,
+    out: Output,
+    geometry: (usize, usize, usize),
+) {
+    rows(
+        packed,
+        offsets,
+        input,
+        out,
+        geometry,
+        (8, 16),
+        |vectors, c| {
+            let TileCall {
+                offsets,
+                input,
+                weights,
+                bias,
+                out,
+                tile,
+            } = c;
+            match vectors {
+                3 => tile_avx512::<3>(offsets, input, weights, bias, out, tile),
+                2 => tile_avx512::<2>(offsets, input, weights, bias, out, tile),
+                _ => tile_avx512::<1>(offsets, input, weights, bias, out, tile),
+            }
+        },
+    )
 }
 
-/// [`row`] with the AVX2 + FMA microkernel (4 channels x 8 lanes).
+/// [`rows`] with the AVX2 + FMA microkernel (4 channels x 8 lanes).
 #[cfg(target_arch = "x86_64")]
-unsafe fn row_avx2(packed: &Packed, offsets: &[usize], input: *const f32, out: Output, w: usize) {
-    row(packed, offsets, input, out, w, (4, 8), |vectors, c| {
-        let TileCall {
-            offsets,
-            input,
-            weights,
-            bias,
-            out,
-            tile,
-        } = c;
-        match vectors {
-            3 => tile_avx2::<3>(offsets, input, weights, bias, out, tile),
-            2 => tile_avx2::<2>(offsets, input, weights, bias, out, tile),
-            _ => tile_avx2::<1>(offsets, input, weights, bias, out, tile),
-        }
-    })
+unsafe fn rows_avx2(
+    packed: &Packed,
+    offsets: &[usize],
+    input: *const f32,
+    out: Output,
+    geometry: (usize, usize, usize),
+) {
+    rows(
+        packed,
+        offsets,
+        input,
+        out,
+        geometry,
+        (4, 8),
+        |vectors, c| {
+            let TileCall {
+                offsets,
+                input,
+                weights,
+                bias,
+                out,
+                tile,
+            } = c;
+            match vectors {
+                3 => tile_avx2::<3>(offsets, input, weights, bias, out, tile),
+                2 => tile_avx2::<2>(offsets, input, weights, bias, out, tile),
+                _ => tile_avx2::<1>(offsets, input, weights, bias, out, tile),
+            }
+        },
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

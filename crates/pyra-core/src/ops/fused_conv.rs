@@ -136,12 +136,16 @@ impl FusedConvBackend for Flex {
         bias: FloatTensor<Self>,
         spec: ConvSpec,
     ) -> FloatTensor<Self> {
-        let (weight, weight_shape) = to_vec(weight);
-        let (bias, _) = to_vec(bias);
-        let (y, shape) = with_values(&x, |x, x_shape| {
-            let shape = shape_of(x_shape, &weight_shape, spec);
-            let y = conv_kernel::forward(&shape, x, &weight, spec.has_bias.then_some(&bias[..]));
-            (y, shape)
+        // The weights are read where they are (a parameter's storage is shared, so taking it
+        // by value would copy it on every call).
+        let (y, shape) = with_values(&weight, |weight, weight_shape| {
+            with_values(&bias, |bias, _| {
+                with_values(&x, |x, x_shape| {
+                    let shape = shape_of(x_shape, weight_shape, spec);
+                    let bias = spec.has_bias.then_some(bias);
+                    (conv_kernel::forward(&shape, x, weight, bias), shape)
+                })
+            })
         });
         from_vec(
             y,
@@ -166,12 +170,14 @@ impl Backward<Flex, 3> for FusedConvBackward {
         let [x_node, weight_node, bias_node] = ops.parents;
         let grad_out = grads.consume::<Flex>(&ops.node);
         let (x, weight, spec) = ops.state;
-        let (weight, weight_shape) = to_vec(weight);
+        let weight_shape = weight.layout().shape().to_vec();
         let x_shape = x.layout().shape().to_vec();
         let shape = shape_of(&x_shape, &weight_shape, spec);
         if let Some(node) = x_node {
-            let grad = with_values(&grad_out, |grad_out, _| {
-                conv_kernel::backward_input(&shape, &weight, grad_out)
+            let grad = with_values(&weight, |weight, _| {
+                with_values(&grad_out, |grad_out, _| {
+                    conv_kernel::backward_input(&shape, weight, grad_out)
+                })
             });
             grads.register::<Flex>(node.id, from_vec(grad, x_shape.clone()));
         }
