@@ -10,6 +10,9 @@
 //! - `mosaic`: GRBG mosaic, scored on RGB;
 //! - `sr`: MATLAB bicubic downscaling by each scale of the modcropped image; scored on Y with
 //!   the scale shaved. The identity model upscales with MATLAB bicubic (the "Bicubic" rows).
+//!
+//! Without `--weights` (and `--model`), denoising runs the bundled denoiser of each sigma, the
+//! model `pyra restore` picks for that noise level.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pyra_core::backend;
-use pyra_infer::{ChopOptions, Mode, Restorer};
+use pyra_infer::{bundled, ChopOptions, Mode, Restorer};
 use pyra_tasks::degrade::{
     add_gaussian_noise, imresize, jpeg_round_trip, mosaic_grbg, NoiseProtocol, Resize,
 };
@@ -73,6 +76,7 @@ pub struct BenchArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
     /// Weights of the model (.pt, .safetensors, or a bundled model such as pyra-dn25).
+    /// Default (denoising): the bundled denoiser of each sigma.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Noise protocol for denoising.
@@ -118,19 +122,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let identity = match (&args.model, &args.weights) {
         (Some(m), None) if m == "identity" => true,
         (Some(m), _) => bail!("unknown --model `{m}` (use identity, or --weights FILE)"),
-        (None, Some(_)) => false,
-        (None, None) => {
-            bail!("give --model identity or --weights FILE (architecture detected, or --arch)")
-        }
+        (None, _) => false,
     };
+    let default_model = !identity && args.weights.is_none();
+    if default_model && args.task != Task::Denoise {
+        bail!("give --weights FILE (or --model identity): the default model is a denoiser");
+    }
     let device = backend::default_device();
+    // The models, and which one serves each level: the given one for every level, or the
+    // bundled denoiser of each sigma (what `pyra restore` picks without --weights).
+    let mut restorers: Vec<Restorer> = Vec::new();
+    let mut chosen: Vec<Option<usize>> = vec![None; levels.len()];
+    let mut names: Vec<&str> = Vec::new();
     let mut model_channels = 0;
-    let restorer = if identity {
-        None
-    } else {
-        let weights = args.weights.as_ref().expect("checked above");
-        let (config, network) =
-            model::open(weights, args.arch.as_deref(), &args.settings, &device)?;
+    for (i, &level) in levels.iter().enumerate() {
+        if identity {
+            break;
+        }
+        let key = match &args.weights {
+            Some(_) => "given",
+            None => bundled::denoiser_for(level).name,
+        };
+        if let Some(k) = names.iter().position(|n| *n == key) {
+            chosen[i] = Some(k);
+            continue;
+        }
+        let (config, network) = match &args.weights {
+            Some(weights) => model::open(weights, args.arch.as_deref(), &args.settings, &device)?,
+            None => {
+                let model = pyra_infer::open::open_bundled(bundled::denoiser_for(level), &device)?;
+                (model.config, model.network)
+            }
+        };
         model_channels = config.input_channels();
         let mode = match args.mode.unwrap_or(if config.has_attention() {
             RunMode::Chop
@@ -147,19 +170,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 config.scale()
             );
         }
-        Some(Restorer {
-            scale: config.scale(),
-            rgb_range: config.rgb_range(),
-            network,
-            mode,
-            quantize: args.protocol == Protocol::Clip8,
-            ensemble: false,
-            device: device.clone(),
-        })
-    };
+        let mut restorer = Restorer::new(&config, network, &device);
+        restorer.mode = mode;
+        restorer.quantize = args.protocol == Protocol::Clip8;
+        chosen[i] = Some(restorers.len());
+        restorers.push(restorer);
+        names.push(key);
+    }
+    if default_model {
+        for (level, k) in levels.iter().zip(&chosen) {
+            if let Some(k) = k {
+                eprintln!("sigma {level}: bundled model {}", names[*k]);
+            }
+        }
+    }
     let name = args.name.clone().unwrap_or_else(|| {
         if identity {
             "identity".into()
+        } else if default_model {
+            names.join("/")
         } else {
             args.weights
                 .as_ref()
@@ -177,20 +206,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if files.is_empty() {
             bail!("{} holds no images", dir.display());
         }
-        for &level in &levels {
+        for (&level, model) in levels.iter().zip(&chosen) {
+            if let Some(k) = *model {
+                // A model told the noise level (FFDNet) gets this sigma.
+                if args.task == Task::Denoise {
+                    restorers[k].network.set_noise_level(level);
+                }
+            }
+            let restorer = model.map(|k| &restorers[k]);
             let t0 = Instant::now();
             let before = rows.len();
             for file in &files {
                 let clean = read_image(file)?;
-                let (gt, output, options) = run_one(
-                    args.task,
-                    level,
-                    &args,
-                    &clean,
-                    restorer.as_ref(),
-                    model_channels,
-                )
-                .with_context(|| format!("{}", file.display()))?;
+                let (gt, output, options) =
+                    run_one(args.task, level, &args, &clean, restorer, model_channels)
+                        .with_context(|| format!("{}", file.display()))?;
                 rows.push(Row {
                     set: set.clone(),
                     setting: setting_label(args.task, level),

@@ -255,6 +255,7 @@ fn check_pyramid_fits(config: &ArchConfig, h: usize, w: usize) -> Result<()> {
         ArchConfig::PaEdsr(c) => &c.attention,
         ArchConfig::Edsr(_)
         | ArchConfig::Dncnn(_)
+        | ArchConfig::Ffdnet(_)
         | ArchConfig::Pnen(_)
         | ArchConfig::Rdn(_)
         | ArchConfig::MemNet(_) => return Ok(()),

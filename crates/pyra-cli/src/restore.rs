@@ -1,12 +1,16 @@
-//! `pyra restore IN OUT --weights FILE`: restore a photo or a folder of photos.
+//! `pyra restore IN OUT [--weights FILE]`: restore a photo or a folder of photos.
 //!
-//! The architecture and its hyper-parameters are read from the checkpoint's keys and shapes
+//! Without `--weights`, each image is denoised by the bundled denoiser for its noise level:
+//! `--sigma`, or else estimated from the image (Chen, Zhu, Heng 2015) and printed. The
+//! architecture and its hyper-parameters are read from the checkpoint's keys and shapes
 //! (`--arch`/`--set` override). Big images go `whole` (true global attention) when the memory
 //! estimate fits the budget, else in `tile`s chosen to fit; `chop` is the official quadrant
 //! split (the official numbers). Outputs are PNG written atomically; with a folder, existing
 //! outputs are skipped unless `--overwrite`, `--shard i/n` takes every n-th image from the i-th,
 //! and a progress bar shows images/s and the ETA. With `--gt`, PSNR/SSIM per image and the mean.
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,9 +20,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pyra_core::backend;
 use pyra_core::networks::ArchConfig;
 use pyra_infer::memory::{default_budget, estimate_forward_bytes, largest_tile};
-use pyra_infer::{ChopOptions, Mode, Restorer, TileOptions};
+use pyra_infer::plan::{format_seconds, plan as plan_passes, Rates};
+use pyra_infer::{bundled, ChopOptions, Mode, Restorer, TileOptions};
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
 use pyra_tasks::metrics::{psnr, ssim, MetricOptions};
+use pyra_tasks::noise_level::estimate_noise;
 
 use crate::eval::{align, by_stem};
 use crate::files::plan;
@@ -27,7 +33,9 @@ use crate::report::format_bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// Whole if it fits the memory budget, else tiles that fit.
+    /// The fastest of a whole pass and the tilings that fit the memory budget, by the time
+    /// this machine measures for the network (a whole pass when it is within 25% of the
+    /// fastest); prints the plan and an ETA.
     Auto,
     /// The whole image in one pass (global attention).
     Whole,
@@ -44,9 +52,15 @@ pub struct RestoreArgs {
     /// The output PNG, or a folder.
     output: PathBuf,
     /// Model weights: an official `model_best.pt`, Pyra safetensors, or a bundled model
-    /// (pyra-dn25, pyra-dn50, pyra-sr2).
+    /// (pyra-dn25, pyra-dn50, pyra-sr2). Default: the bundled denoiser for the image's noise
+    /// level (`--sigma`, or estimated from the image).
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
+    /// Noise level of the input (standard deviation, 0-255 scale), instead of estimating it
+    /// from each image: picks the bundled denoiser when `--weights` is not given, and is the
+    /// noise map of a model that takes one (FFDNet).
+    #[arg(long)]
+    sigma: Option<f64>,
     /// Architecture (default: detected from the checkpoint).
     #[arg(long)]
     arch: Option<String>,
@@ -154,24 +168,81 @@ fn choose_mode(
     }
 }
 
+/// The networks opened so far, by weights (file or bundled name).
+struct Models {
+    device: pyra_core::burn::tensor::Device,
+    ensemble: bool,
+    opened: HashMap<String, (ArchConfig, Restorer)>,
+}
+
+impl Models {
+    fn get(
+        &mut self,
+        key: &str,
+        open: impl FnOnce() -> Result<(ArchConfig, pyra_core::networks::AnyNetwork)>,
+    ) -> Result<&mut (ArchConfig, Restorer)> {
+        if !self.opened.contains_key(key) {
+            let (config, network) = open()?;
+            let mut restorer = Restorer::new(&config, network, &self.device);
+            restorer.ensemble = self.ensemble;
+            self.opened.insert(key.to_string(), (config, restorer));
+        }
+        Ok(self.opened.get_mut(key).expect("just inserted"))
+    }
+}
+
 pub fn run(args: RestoreArgs) -> Result<()> {
     let device = backend::default_device();
-    let (config, network) =
-        model::open(&args.weights, args.arch.as_deref(), &args.settings, &device)?;
+    if let Some(sigma) = args.sigma {
+        if !(0.0..=255.0).contains(&sigma) {
+            bail!("--sigma {sigma}: the noise level is a standard deviation on the 0-255 scale");
+        }
+    }
+    let mut rates: HashMap<String, Rates> = HashMap::new();
+    let mut models = Models {
+        device: device.clone(),
+        ensemble: args.ensemble,
+        opened: HashMap::new(),
+    };
+    let open_given = |weights: &PathBuf| {
+        let (arch, settings) = (args.arch.as_deref(), &args.settings);
+        let device = device.clone();
+        let weights = weights.clone();
+        move || model::open(&weights, arch, settings, &device)
+    };
+    // A given model is opened before any image is read: a bad checkpoint fails at once.
+    let scale = match &args.weights {
+        Some(weights) => {
+            let key = weights.display().to_string();
+            let config = &models.get(&key, open_given(weights))?.0;
+            if args.sigma.is_some() && !config.takes_noise_level() {
+                bail!(
+                    "--sigma: this model is not told the noise level (only FFDNet-style models \
+                     are); leave --weights out to pick a bundled denoiser by sigma"
+                );
+            }
+            config.scale()
+        }
+        None => 1,
+    };
+    // The noise level of an image: --sigma, or estimated.
+    let noise_level = |image: &Image, input: &std::path::Path| -> Result<(f64, &'static str)> {
+        match args.sigma {
+            Some(sigma) => Ok((sigma, "given")),
+            None => {
+                let estimate = estimate_noise(image).with_context(|| {
+                    format!(
+                        "{}: too small to estimate its noise level; give --sigma",
+                        input.display()
+                    )
+                })?;
+                Ok((estimate.sigma, "estimated"))
+            }
+        }
+    };
     let budget = args
         .memory_budget
         .map_or_else(default_budget, |mib| mib << 20);
-    let scale = config.scale();
-    let restorer_for = |mode: Mode, network| Restorer {
-        network,
-        scale,
-        rgb_range: config.rgb_range(),
-        mode,
-        quantize: true,
-        ensemble: args.ensemble,
-        device: device.clone(),
-    };
-    let mut restorer = restorer_for(Mode::Whole, network);
 
     let mut jobs = plan(&args.input, &args.output, "png")?;
     if let Some(shard) = &args.shard {
@@ -219,18 +290,48 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             .into_owned();
         bar.set_message(name.clone());
         let image = read_image(input)?;
+        if image.data.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "{}: the image contains NaN or infinite values",
+                input.display()
+            );
+        }
+        let model_key;
+        let (config, restorer) = match &args.weights {
+            Some(weights) => {
+                model_key = weights.display().to_string();
+                let entry = models.get(&model_key, open_given(weights))?;
+                if entry.0.takes_noise_level() {
+                    let (sigma, how) = noise_level(&image, input)?;
+                    bar.suspend(|| eprintln!("{name}: noise sigma {sigma:.1} ({how})"));
+                    entry.1.network.set_noise_level(sigma);
+                }
+                entry
+            }
+            None => {
+                let (sigma, how) = noise_level(&image, input)?;
+                let bundled = bundled::denoiser_for(sigma);
+                model_key = bundled.name.to_string();
+                bar.suspend(|| {
+                    eprintln!(
+                        "{name}: noise sigma {sigma:.1} ({how}), model {} ({})",
+                        bundled.name, bundled.summary
+                    )
+                });
+                let device = device.clone();
+                models.get(bundled.name, move || {
+                    let model = pyra_infer::open::open_bundled(bundled, &device)?;
+                    Ok((model.config, model.network))
+                })?
+            }
+        };
+        let config = config.clone();
         if image.channels != config.input_channels() {
             bail!(
                 "{}: the image has {} channel(s) but the model expects {}",
                 input.display(),
                 image.channels,
                 config.input_channels()
-            );
-        }
-        if image.data.iter().any(|v| !v.is_finite()) {
-            bail!(
-                "{}: the image contains NaN or infinite values",
-                input.display()
             );
         }
         let min_side = restorer.network.min_input_side();
@@ -243,15 +344,110 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 image.height
             );
         }
-        let mode = choose_mode(&args, &config, image.height, image.width, budget)
-            .with_context(|| format!("{}", input.display()))?;
+        let key = model_key;
+        let (mode, eta) = if args.mode == ModeArg::Auto && args.tile.is_none() {
+            let rates = match rates.get(&key) {
+                Some(r) => *r,
+                None => {
+                    let r = Rates::measure(
+                        &restorer.network,
+                        config.input_channels(),
+                        min_side,
+                        &device,
+                    );
+                    rates.insert(key.clone(), r);
+                    r
+                }
+            };
+            let plan = plan_passes(
+                &config,
+                &restorer.network,
+                &rates,
+                (image.height, image.width),
+                budget,
+                args.overlap,
+                min_side,
+            )
+            .with_context(|| {
+                format!(
+                    "{}: even a 32x32 tile needs more than the memory budget of {}",
+                    input.display(),
+                    format_bytes(budget)
+                )
+            })?;
+            let passes = if args.ensemble { 8 } else { 1 };
+            let seconds = plan.seconds * passes as f64;
+            let what = match plan.tiles {
+                None => "one whole-image pass".to_string(),
+                Some(t) => format!(
+                    "{} tiles of {}x{} (overlap {})",
+                    plan.passes, t.tile, t.tile, t.overlap
+                ),
+            };
+            bar.suspend(|| {
+                eprintln!(
+                    "{name}: {}x{}, plan: {what}, about {} of memory; ETA {} (a whole-image pass: {})",
+                    image.width,
+                    image.height,
+                    format_bytes(plan.bytes),
+                    format_seconds(seconds),
+                    format_seconds(plan.whole_seconds * passes as f64)
+                )
+            });
+            let mode = match plan.tiles {
+                None => Mode::Whole,
+                Some(t) => Mode::Tile(t),
+            };
+            (mode, Some(seconds))
+        } else {
+            let mode = choose_mode(&args, &config, image.height, image.width, budget)
+                .with_context(|| format!("{}", input.display()))?;
+            (mode, None)
+        };
         if let Mode::Tile(TileOptions { tile, .. }) = mode {
             if tile < min_side {
                 bail!("--tile {tile} is smaller than the {min_side} pixels this model needs");
             }
         }
         restorer.mode = mode;
-        let restored: Image = restorer.restore(&image);
+        let image_started = Instant::now();
+        let tiles_bar = ProgressBar::new(0);
+        tiles_bar.set_style(
+            ProgressStyle::with_template("  {bar:30} {pos}/{len} tiles  ETA {eta}")
+                .expect("valid template"),
+        );
+        let terminal = std::io::stderr().is_terminal();
+        let last_tenth = std::cell::Cell::new(0usize);
+        let progress = |done: usize, total: usize| {
+            if total < 2 {
+                return;
+            }
+            if terminal {
+                tiles_bar.set_length(total as u64);
+                tiles_bar.set_position(done as u64);
+            } else if done * 10 / total > last_tenth.get() {
+                // Without a terminal (logs, CI): a line at every tenth.
+                last_tenth.set(done * 10 / total);
+                let elapsed = image_started.elapsed().as_secs_f64();
+                let left = elapsed / done as f64 * (total - done) as f64;
+                eprintln!(
+                    "{name}: {done}/{total} tiles, {} elapsed, about {} left",
+                    format_seconds(elapsed),
+                    format_seconds(left)
+                );
+            }
+        };
+        let restored: Image = restorer.restore_with_progress(&image, &progress);
+        tiles_bar.finish_and_clear();
+        if let Some(eta) = eta {
+            bar.suspend(|| {
+                eprintln!(
+                    "{name}: restored in {} (estimated {})",
+                    format_seconds(image_started.elapsed().as_secs_f64()),
+                    format_seconds(eta)
+                )
+            });
+        }
         write_png(&restored, output, depth)?;
         if let Some(gts) = &gts {
             let gt_path = gts.get(&name).with_context(|| {

@@ -12,6 +12,8 @@ pub struct BundledModel {
     pub summary: &'static str,
     /// safetensors bytes (plain state-dict keys; the architecture is detected from them).
     pub bytes: &'static [u8],
+    /// For a denoiser trained at one noise level: that sigma (0-255 scale).
+    pub sigma: Option<f64>,
 }
 
 /// Every bundled model.
@@ -20,16 +22,19 @@ pub const BUNDLED: &[BundledModel] = &[
         name: "pyra-dn25",
         summary: "colour denoising, Gaussian noise sigma 25 (0-255 scale)",
         bytes: include_bytes!("../../../models/pyra-dn25.safetensors"),
+        sigma: Some(25.0),
     },
     BundledModel {
         name: "pyra-dn50",
         summary: "colour denoising, Gaussian noise sigma 50 (0-255 scale)",
         bytes: include_bytes!("../../../models/pyra-dn50.safetensors"),
+        sigma: Some(50.0),
     },
     BundledModel {
         name: "pyra-sr2",
         summary: "x2 super-resolution of bicubic-downscaled colour images",
         bytes: include_bytes!("../../../models/pyra-sr2.safetensors"),
+        sigma: None,
     },
 ];
 
@@ -43,6 +48,20 @@ impl BundledModel {
     pub fn weights(&self) -> Result<StateDict, WeightsError> {
         StateDict::from_bytes(self.bytes, self.name)
     }
+}
+
+/// The bundled denoiser for noise of `sigma` (0-255 scale): the one trained at the nearest
+/// level (a model trained at a higher level than the noise removes more than is there, one
+/// at a lower level leaves some; nearest is what their PSNR at each level favours).
+pub fn denoiser_for(sigma: f64) -> &'static BundledModel {
+    BUNDLED
+        .iter()
+        .filter(|m| m.sigma.is_some())
+        .min_by(|a, b| {
+            let distance = |m: &BundledModel| (m.sigma.unwrap_or(f64::INFINITY) - sigma).abs();
+            distance(a).total_cmp(&distance(b))
+        })
+        .expect("a bundled denoiser")
 }
 
 /// `pyra-dn25, pyra-dn50, ...` for messages.
@@ -69,5 +88,13 @@ mod tests {
             assert_eq!(config.scale(), expected_scale, "{}", model.name);
             assert_eq!(config.input_channels(), 3, "{}", model.name);
         }
+    }
+
+    #[test]
+    fn denoiser_is_the_nearest_sigma() {
+        assert_eq!(denoiser_for(5.0).name, "pyra-dn25");
+        assert_eq!(denoiser_for(37.0).name, "pyra-dn25");
+        assert_eq!(denoiser_for(38.0).name, "pyra-dn50");
+        assert_eq!(denoiser_for(75.0).name, "pyra-dn50");
     }
 }

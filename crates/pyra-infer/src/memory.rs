@@ -23,6 +23,8 @@ fn trunk(config: &ArchConfig) -> (u64, Option<&[f64]>) {
         ArchConfig::PaEdsr(c) => (c.n_feats as u64, Some(&c.attention.scales)),
         ArchConfig::Edsr(c) => (c.n_feats as u64, None),
         ArchConfig::Dncnn(c) => (c.n_channels as u64, None),
+        // Its features are at a quarter of the pixels.
+        ArchConfig::Ffdnet(c) => (c.n_feats.div_ceil(4) as u64, None),
         ArchConfig::Pnen(c) => (c.n_feats as u64, None),
         // Dense blocks keep G0 + C*G channels alive; MemNet's gates R + M blocks.
         ArchConfig::Rdn(c) => ((c.g0 + c.n_layers * c.growth) as u64, None),

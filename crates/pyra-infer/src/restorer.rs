@@ -6,7 +6,7 @@ use pyra_tasks::image::Image;
 
 use crate::chop::{forward_chop, ChopOptions};
 use crate::ensemble::self_ensemble;
-use crate::tile::{forward_tiled, TileOptions};
+use crate::tile::{forward_tiled_with_progress, TileOptions};
 
 /// How a whole image goes through the network.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,14 +37,43 @@ pub struct Restorer {
 impl Restorer {
     /// Run the network on a tensor already on the network's scale.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let once = |x: Tensor<4>| match self.mode {
-            Mode::Whole => self.network.forward(x),
-            Mode::Chop(options) => {
-                forward_chop(x, self.scale, options, &|t| self.network.forward(t))
-            }
-            Mode::Tile(options) => {
-                forward_tiled(x, self.scale, options, &|t| self.network.forward(t))
-            }
+        self.forward_with_progress(x, &|_, _| {})
+    }
+
+    /// [`Restorer::forward`], calling `progress(done, total)` as tiles (tile mode) or passes
+    /// finish.
+    pub fn forward_with_progress(
+        &self,
+        x: Tensor<4>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Tensor<4> {
+        let passes = if self.ensemble { 8 } else { 1 };
+        let finished = std::cell::Cell::new(0usize);
+        let once = |x: Tensor<4>| {
+            let y = match self.mode {
+                Mode::Whole => {
+                    let y = self.network.forward(x);
+                    progress(finished.get() + 1, passes);
+                    y
+                }
+                Mode::Chop(options) => {
+                    let y = forward_chop(x, self.scale, options, &|t| self.network.forward(t));
+                    progress(finished.get() + 1, passes);
+                    y
+                }
+                Mode::Tile(options) => {
+                    let base = finished.get();
+                    forward_tiled_with_progress(
+                        x,
+                        self.scale,
+                        options,
+                        &|t| self.network.forward(t),
+                        &|done, total| progress(base * total + done, passes * total),
+                    )
+                }
+            };
+            finished.set(finished.get() + 1);
+            y
         };
         if self.ensemble {
             self_ensemble(x, &once)
@@ -55,7 +84,12 @@ impl Restorer {
 
     /// Restore one image (0-255 scale in and out).
     pub fn restore(&self, image: &Image) -> Image {
-        let y = self.forward(image.to_tensor(self.rgb_range, &self.device));
+        self.restore_with_progress(image, &|_, _| {})
+    }
+
+    /// [`Restorer::restore`], reporting progress as [`Restorer::forward_with_progress`] does.
+    pub fn restore_with_progress(&self, image: &Image, progress: &dyn Fn(usize, usize)) -> Image {
+        let y = self.forward_with_progress(image.to_tensor(self.rgb_range, &self.device), progress);
         let mut out = if self.quantize {
             Image::from_tensor(y, self.rgb_range)
         } else {

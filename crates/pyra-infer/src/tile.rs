@@ -61,6 +61,17 @@ pub fn forward_tiled(
     options: TileOptions,
     network: &dyn Fn(Tensor<4>) -> Tensor<4>,
 ) -> Tensor<4> {
+    forward_tiled_with_progress(x, scale, options, network, &|_, _| {})
+}
+
+/// [`forward_tiled`], calling `progress(done, total)` after each tile.
+pub fn forward_tiled_with_progress(
+    x: Tensor<4>,
+    scale: usize,
+    options: TileOptions,
+    network: &dyn Fn(Tensor<4>) -> Tensor<4>,
+    progress: &dyn Fn(usize, usize),
+) -> Tensor<4> {
     let [n, _, h, w] = x.dims();
     assert!(
         options.overlap * 2 < options.tile,
@@ -79,10 +90,14 @@ pub fn forward_tiled(
     let mut sum: Vec<f32> = Vec::new();
     let mut weight = vec![0f32; oh * ow];
     let mut channels = 0;
+    let total = ys.len() * xs.len();
+    let mut done = 0;
     for &y0 in &ys {
         for &x0 in &xs {
             let tile = x.clone().narrow(2, y0, th).narrow(3, x0, tw);
             let out = network(tile);
+            done += 1;
+            progress(done, total);
             let [_, c, toh, tow] = out.dims();
             if sum.is_empty() {
                 channels = c;

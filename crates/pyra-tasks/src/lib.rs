@@ -4,6 +4,7 @@
 pub mod degrade;
 pub mod image;
 pub mod metrics;
+pub mod noise_level;
 pub mod smooth;
 
 pub use image::{read_image, write_float_image, write_png, Depth, Image};

@@ -7,8 +7,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::{
-    Dncnn, DncnnConfig, Edsr, EdsrConfig, MemNet, MemNetConfig, PaEdsr, PaEdsrConfig, PaNet,
-    PaNetConfig, Pnen, PnenConfig, Rdn, RdnConfig,
+    Dncnn, DncnnConfig, Edsr, EdsrConfig, Ffdnet, FfdnetConfig, MemNet, MemNetConfig, PaEdsr,
+    PaEdsrConfig, PaNet, PaNetConfig, Pnen, PnenConfig, Rdn, RdnConfig,
 };
 use crate::blocks::{NonLocalKind, NonLocalLayer, PyramidNonLocal};
 use crate::blocks::{PyramidAttention, PyramidAttentionConfig};
@@ -22,6 +22,7 @@ pub enum Arch {
     PaEdsr,
     Edsr,
     Dncnn,
+    Ffdnet,
     Pnen,
     Rdn,
     MemNet,
@@ -36,11 +37,12 @@ impl std::str::FromStr for Arch {
             "paedsr" | "pa-edsr" => Ok(Self::PaEdsr),
             "edsr" => Ok(Self::Edsr),
             "dncnn" => Ok(Self::Dncnn),
+            "ffdnet" => Ok(Self::Ffdnet),
             "pnen" => Ok(Self::Pnen),
             "rdn" => Ok(Self::Rdn),
             "memnet" => Ok(Self::MemNet),
             other => Err(format!(
-                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr, edsr, dncnn, pnen, rdn or memnet)"
+                "unknown architecture `{other}` (use pyramid-attention, panet, paedsr, edsr, dncnn, ffdnet, pnen, rdn or memnet)"
             )),
         }
     }
@@ -54,6 +56,7 @@ pub enum ArchConfig {
     PaEdsr(PaEdsrConfig),
     Edsr(EdsrConfig),
     Dncnn(DncnnConfig),
+    Ffdnet(FfdnetConfig),
     Pnen(PnenConfig),
     Rdn(RdnConfig),
     MemNet(MemNetConfig),
@@ -121,6 +124,7 @@ impl ArchConfig {
             Arch::PaEdsr => Self::PaEdsr(PaEdsrConfig::new()),
             Arch::Edsr => Self::Edsr(EdsrConfig::new()),
             Arch::Dncnn => Self::Dncnn(DncnnConfig::new()),
+            Arch::Ffdnet => Self::Ffdnet(FfdnetConfig::new()),
             Arch::Pnen => Self::Pnen(PnenConfig::new()),
             Arch::Rdn => Self::Rdn(RdnConfig::new()),
             Arch::MemNet => Self::MemNet(MemNetConfig::new()),
@@ -196,6 +200,18 @@ impl ArchConfig {
                     "n_channels" => c.n_channels = parse(key, value)?,
                     "image_channels" | "n_colors" => c.image_channels = parse(key, value)?,
                     _ => return Err(unknown("dncnn", key, "depth, n_channels, image_channels")),
+                },
+                Self::Ffdnet(c) => match key {
+                    // The IPOL sizes of that many colours, before explicit sizes override them.
+                    "n_colors" => {
+                        let sigma = c.sigma;
+                        *c = FfdnetConfig::ipol(parse(key, value)?).with_sigma(sigma)
+                    }
+                    "n_feats" => c.n_feats = parse(key, value)?,
+                    "n_layers" => c.n_layers = parse(key, value)?,
+                    "sigma" => c.sigma = parse(key, value)?,
+                    "rgb_range" if parse::<f64>(key, value)? == 1.0 => {}
+                    _ => return Err(unknown("ffdnet", key, "n_colors, n_feats, n_layers, sigma")),
                 },
                 Self::Pnen(c) => match key {
                     "n_colors" => c.n_colors = parse(key, value)?,
@@ -288,6 +304,7 @@ impl ArchConfig {
                 c.validate()
             }
             Self::Dncnn(c) => c.validate(),
+            Self::Ffdnet(c) => c.validate(),
             Self::Pnen(c) => c.validate(),
             Self::Rdn(c) => c.validate(),
             Self::MemNet(c) => c.validate(),
@@ -302,6 +319,7 @@ impl ArchConfig {
             Self::PaEdsr(c) => c.n_colors,
             Self::Edsr(c) => c.n_colors,
             Self::Dncnn(c) => c.image_channels,
+            Self::Ffdnet(c) => c.n_colors,
             Self::Pnen(c) => c.n_colors,
             Self::Rdn(c) => c.n_colors,
             Self::MemNet(c) => c.n_colors,
@@ -325,7 +343,11 @@ impl ArchConfig {
             Self::PaEdsr(c) => c.rgb_range as f32,
             Self::Edsr(c) => c.rgb_range as f32,
             Self::Rdn(c) => c.rgb_range as f32,
-            Self::PyramidAttention(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::MemNet(_) => 1.0,
+            Self::PyramidAttention(_)
+            | Self::Dncnn(_)
+            | Self::Ffdnet(_)
+            | Self::Pnen(_)
+            | Self::MemNet(_) => 1.0,
         }
     }
 
@@ -335,10 +357,18 @@ impl ArchConfig {
         match self {
             Self::PyramidAttention(_) | Self::PaEdsr(_) => true,
             Self::PaNet(c) => c.with_attention,
-            Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
-                false
-            }
+            Self::Edsr(_)
+            | Self::Dncnn(_)
+            | Self::Ffdnet(_)
+            | Self::Pnen(_)
+            | Self::Rdn(_)
+            | Self::MemNet(_) => false,
         }
+    }
+
+    /// Whether the network is told the noise level (FFDNet's noise map).
+    pub fn takes_noise_level(&self) -> bool {
+        matches!(self, Self::Ffdnet(_))
     }
 
     pub fn init(&self, device: &Device) -> AnyNetwork {
@@ -348,6 +378,7 @@ impl ArchConfig {
             Self::PaEdsr(c) => AnyNetwork::PaEdsr(c.init(device)),
             Self::Edsr(c) => AnyNetwork::Edsr(c.init(device)),
             Self::Dncnn(c) => AnyNetwork::Dncnn(c.init(device)),
+            Self::Ffdnet(c) => AnyNetwork::Ffdnet(c.init(device)),
             Self::Pnen(c) => AnyNetwork::Pnen(c.init(device)),
             Self::Rdn(c) => AnyNetwork::Rdn(c.init(device)),
             Self::MemNet(c) => AnyNetwork::MemNet(c.init(device)),
@@ -366,12 +397,25 @@ pub enum AnyNetwork {
     PaEdsr(PaEdsr),
     Edsr(Edsr),
     Dncnn(Dncnn),
+    Ffdnet(Ffdnet),
     Pnen(Pnen),
     Rdn(Rdn),
     MemNet(MemNet),
 }
 
 impl AnyNetwork {
+    /// Tell a network that takes the noise level (FFDNet) the level of its next inputs
+    /// (standard deviation, 0-255 scale); `false` for networks that do not take one.
+    pub fn set_noise_level(&mut self, sigma: f64) -> bool {
+        match self {
+            Self::Ffdnet(m) => {
+                m.sigma = sigma;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The features that enter the network's pyramid attention, and the attention block
     /// (the first half of the body has run); `None` for networks without attention.
     pub fn attention_input(&self, x: Tensor<4>) -> Option<(Tensor<4>, &PyramidAttention)> {
@@ -380,9 +424,12 @@ impl AnyNetwork {
             Self::PyramidAttention(m) => return Some((x, m)),
             Self::PaNet(m) => (conv2d(&m.head[0], x), &m.body),
             Self::PaEdsr(m) => (conv2d(&m.head[0], m.sub_mean.forward(x)), &m.body),
-            Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
-                return None
-            }
+            Self::Edsr(_)
+            | Self::Dncnn(_)
+            | Self::Ffdnet(_)
+            | Self::Pnen(_)
+            | Self::Rdn(_)
+            | Self::MemNet(_) => return None,
         };
         let mut y = features;
         for layer in body {
@@ -403,6 +450,7 @@ impl AnyNetwork {
             Self::PyramidAttention(m) => return m.min_input_side(),
             Self::PaEdsr(m) => return m.msa.min_input_side(),
             Self::PaNet(m) => &m.body,
+            Self::Ffdnet(_) => return 2,
             Self::Edsr(_) | Self::Dncnn(_) | Self::Pnen(_) | Self::Rdn(_) | Self::MemNet(_) => {
                 return 1
             }
@@ -480,6 +528,7 @@ impl AnyNetwork {
             Self::PaEdsr(m) => m.forward(x),
             Self::Edsr(m) => m.forward(x),
             Self::Dncnn(m) => m.forward(x),
+            Self::Ffdnet(m) => m.forward(x),
             Self::Pnen(m) => m.forward(x),
             Self::Rdn(m) => m.forward(x),
             Self::MemNet(m) => m.forward(x),

@@ -11,6 +11,7 @@ use crate::blocks::{
     Apnb, DilatedResidual, NonLocal, NonLocalLayer, PyramidAttention, PyramidNonLocal,
 };
 use crate::networks::dncnn::DncnnLayer;
+use crate::networks::ffdnet::FfdnetLayer;
 use crate::ops::bicubic::scaled_len;
 
 /// A convolution producing an `h x w` output.
@@ -206,6 +207,16 @@ pub fn forward_flops(network: &AnyNetwork, h: usize, w: usize) -> u64 {
             .iter()
             .map(|l| match l {
                 DncnnLayer::Conv(c) => conv_flops(c, h, w),
+                _ => 0,
+            })
+            .sum(),
+        // The body runs at half resolution (odd sides rounded up).
+        AnyNetwork::Ffdnet(m) => m
+            .intermediate_dncnn
+            .itermediate_dncnn
+            .iter()
+            .map(|l| match l {
+                FfdnetLayer::Conv(c) => conv_flops(c, h.div_ceil(2), w.div_ceil(2)),
                 _ => 0,
             })
             .sum(),

@@ -80,6 +80,21 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
             ],
         });
     }
+    if let Some(first) = shape(dict, "intermediate_dncnn.itermediate_dncnn.0.weight") {
+        let n_layers = count(dict, |k| {
+            k.starts_with("intermediate_dncnn.itermediate_dncnn.")
+                && k.ends_with(".weight")
+                && dict.get(k).is_some_and(|t| t.shape.len() == 4)
+        });
+        return Ok(Detected {
+            arch: Arch::Ffdnet,
+            settings: vec![
+                s("n_colors", &(first[1] / 5)),
+                s("n_feats", &first[0]),
+                s("n_layers", &n_layers),
+            ],
+        });
+    }
     if let Some(entry) = shape(dict, "entry.weight") {
         return detect_pnen(dict, entry);
     }
@@ -91,7 +106,7 @@ pub fn detect(dict: &StateDict) -> Result<Detected, String> {
     }
     let head = shape(dict, "head.0.weight").ok_or_else(|| {
         "unrecognised checkpoint: no `head.0.weight` (PANet/EDSR family), `dncnn.0.weight` \
-         (DnCNN), `entry.weight` (PNEN), `SFENet1.weight` (RDN) nor \
+         (DnCNN), `intermediate_dncnn.itermediate_dncnn.0.weight` (FFDNet), `entry.weight` (PNEN), `SFENet1.weight` (RDN) nor \
          `feature_extractor.conv.weight` (MemNet); give --arch and --set explicitly"
             .to_string()
     })?;

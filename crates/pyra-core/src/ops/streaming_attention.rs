@@ -543,10 +543,16 @@ impl<'a> Context<'a> {
     }
 
     /// Square query tiles covering the image, as large as `budget_bytes` of halo-extended
-    /// score rows allow.
+    /// score rows allow, and small enough that every worker gets 16 of them where the image
+    /// allows (sides down to 8): a small map (PA-EDSR's 48x48) then keeps all workers busy
+    /// with a third of the scratch per worker, and a large one is unaffected.
     fn tiles(&self, budget_bytes: usize) -> Vec<Rect> {
         let (height, width) = (self.problem.height, self.problem.width);
-        let side = tile_side(self.total, self.radius, budget_bytes).min(height.max(width));
+        let mut side = tile_side(self.total, self.radius, budget_bytes).min(height.max(width));
+        let wanted = 16 * workers();
+        while side > 8 && height.div_ceil(side) * width.div_ceil(side) < wanted {
+            side -= 1;
+        }
         (0..height.div_ceil(side))
             .flat_map(|ty| {
                 (0..width.div_ceil(side)).map(move |tx| Rect {

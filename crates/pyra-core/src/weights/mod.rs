@@ -9,6 +9,7 @@
 mod apply;
 pub mod pickle;
 mod safetensors_io;
+mod torch_legacy;
 mod torch_zip;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ pub use apply::{
     LoadOptions, LoadReport,
 };
 pub use safetensors_io::{read_safetensors, save_safetensors, write_safetensors};
+pub use torch_legacy::read_torch_legacy;
 pub use torch_zip::read_torch_zip;
 
 /// Errors of reading, writing and applying weights. Each names the file or key at fault.
@@ -121,7 +123,8 @@ impl StateDict {
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Parse checkpoint bytes (`.pt` zip or safetensors); `origin` names them in errors.
+    /// Parse checkpoint bytes (`.pt` zip or legacy, or safetensors); `origin` names them in
+    /// errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, WeightsError> {
         let named = |e: WeightsError| match e {
             WeightsError::Malformed(m) => WeightsError::Malformed(format!("{origin}: {m}")),
@@ -129,21 +132,36 @@ impl StateDict {
             WeightsError::Format(m) => WeightsError::Format(format!("{origin}: {m}")),
             other => other,
         };
-        if bytes.starts_with(b"PK\x03\x04") {
-            read_torch_zip(bytes).map_err(named)
+        let dict = if bytes.starts_with(b"PK\x03\x04") {
+            read_torch_zip(bytes).map_err(named)?
         } else if looks_like_safetensors(bytes) {
-            read_safetensors(bytes).map_err(named)
+            read_safetensors(bytes).map_err(named)?
+        } else if torch_legacy::is_legacy_torch(bytes) {
+            read_torch_legacy(bytes).map_err(named)?
         } else if bytes.starts_with(&[0x80]) {
-            Err(named(WeightsError::Format(
-                "this is a legacy (pre-1.6, non-zip) PyTorch file; re-save it with a current \
-                 torch.save(model.state_dict(), path) to load it"
+            return Err(named(WeightsError::Format(
+                "a pickle, but not a torch.save file (no legacy magic number nor zip archive)"
                     .into(),
-            )))
+            )));
         } else {
-            Err(named(WeightsError::Format(
-                "not a PyTorch checkpoint (zip) nor a safetensors file".into(),
-            )))
+            return Err(named(WeightsError::Format(
+                "not a PyTorch checkpoint (zip or legacy) nor a safetensors file".into(),
+            )));
+        };
+        Ok(dict.without_data_parallel_prefix())
+    }
+
+    /// The dict without the `module.` that `nn.DataParallel` puts before every key, when every
+    /// key has it (as spandrel and the models' own loaders strip it).
+    pub fn without_data_parallel_prefix(mut self) -> Self {
+        let wrapped =
+            !self.tensors.is_empty() && self.tensors.iter().all(|t| t.name.starts_with("module."));
+        if wrapped {
+            for tensor in &mut self.tensors {
+                tensor.name.replace_range(.."module.".len(), "");
+            }
         }
+        self
     }
 }
 

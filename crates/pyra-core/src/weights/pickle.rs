@@ -102,7 +102,10 @@ pub enum AllowedGlobal {
 fn resolve_global(module: &str, name: &str) -> Result<AllowedGlobal, WeightsError> {
     let global = match (module, name) {
         ("collections", "OrderedDict") => AllowedGlobal::OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2") => AllowedGlobal::RebuildTensorV2,
+        // v1 (torch <= 0.3, legacy files) takes the same first four arguments.
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
+            AllowedGlobal::RebuildTensorV2
+        }
         ("torch._utils", "_rebuild_parameter") => AllowedGlobal::RebuildParameter,
         ("torch", class) => match StorageDType::from_class(class) {
             Some(dtype) => AllowedGlobal::StorageClass(dtype),
@@ -374,7 +377,10 @@ fn persistent_load(pid: Value) -> Result<Value, WeightsError> {
         _ => return Err(malformed("persistent id is not a tuple")),
     };
     match items.as_slice() {
+        // The zip format's 5-tuple, and the legacy format's 6-tuple whose last item (a view
+        // of another storage) is None in every file torch >= 0.4 wrote.
         [Value::Str(kind), Value::Global(AllowedGlobal::StorageClass(dtype)), Value::Str(key), _location, numel]
+        | [Value::Str(kind), Value::Global(AllowedGlobal::StorageClass(dtype)), Value::Str(key), _location, numel, Value::None]
             if kind == "storage" =>
         {
             Ok(Value::Storage {
@@ -391,6 +397,12 @@ fn persistent_load(pid: Value) -> Result<Value, WeightsError> {
 
 /// Run the restricted unpickler over `bytes` and return the top-level value.
 pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
+    unpickle_prefix(bytes).map(|(value, _)| value)
+}
+
+/// Unpickle the first pickle of `bytes` (legacy torch files hold several in a row): its value
+/// and the bytes it took, up to and including its STOP.
+pub fn unpickle_prefix(bytes: &[u8]) -> Result<(Value, usize), WeightsError> {
     let mut r = Reader { bytes, pos: 0 };
     let mut m = Machine {
         stack: Vec::new(),
@@ -409,7 +421,7 @@ pub fn unpickle(bytes: &[u8]) -> Result<Value, WeightsError> {
             0x95 => {
                 r.u64()?; // FRAME: a length hint only.
             }
-            b'.' => return m.pop(),
+            b'.' => return Ok((m.pop()?, r.pos)),
             b'(' => m.stack.push(Item::Mark),
             b'N' => m.push(Value::None),
             0x88 => m.push(Value::Bool(true)),

@@ -62,6 +62,15 @@ pub fn read_torch_zip(bytes: &[u8]) -> Result<StateDict, WeightsError> {
     }
 
     let root = unpickle(&pickle)?;
+    state_dict_from(root, |key| read_entry(&format!("{prefix}data/{key}")))
+}
+
+/// The state dict a checkpoint's root pickle describes, with each storage's bytes from
+/// `storage(key)` (read once per storage).
+pub(super) fn state_dict_from(
+    root: Value,
+    mut storage: impl FnMut(&str) -> Result<Vec<u8>, WeightsError>,
+) -> Result<StateDict, WeightsError> {
     let dict = match root {
         Value::Dict(dict) => dict,
         _ => {
@@ -92,7 +101,7 @@ pub fn read_torch_zip(bytes: &[u8]) -> Result<StateDict, WeightsError> {
             }
         };
         if !storages.contains_key(&tensor.storage_key) {
-            let bytes = read_entry(&format!("{prefix}data/{}", tensor.storage_key))?;
+            let bytes = storage(&tensor.storage_key)?;
             storages.insert(tensor.storage_key.clone(), bytes);
         }
         let storage = &storages[&tensor.storage_key];
