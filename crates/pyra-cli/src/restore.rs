@@ -148,6 +148,7 @@ fn choose_mode(
         Ok(Mode::Tile(TileOptions {
             tile: side,
             overlap: args.overlap,
+            batch: pyra_infer::plan::batch_for(config, side, budget),
         }))
     };
     match args.mode {
@@ -370,7 +371,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             )
             .with_context(|| {
                 format!(
-                    "{}: even a 32x32 tile needs more than the memory budget of {}",
+                    "{}: even a 16x16 tile needs more than the memory budget of {}",
                     input.display(),
                     format_bytes(budget)
                 )
@@ -380,8 +381,8 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             let what = match plan.tiles {
                 None => "one whole-image pass".to_string(),
                 Some(t) => format!(
-                    "{} tiles of {}x{} (overlap {})",
-                    plan.passes, t.tile, t.tile, t.overlap
+                    "{} tiles of {}x{} (overlap {}, {} per forward)",
+                    plan.passes, t.tile, t.tile, t.overlap, t.batch
                 ),
             };
             bar.suspend(|| {

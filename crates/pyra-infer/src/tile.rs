@@ -15,6 +15,8 @@ pub struct TileOptions {
     pub tile: usize,
     /// Overlap between neighbouring tiles in input pixels.
     pub overlap: usize,
+    /// Tiles per forward (a batch: small tiles spend less on per-call overhead), at least 1.
+    pub batch: usize,
 }
 
 /// Start offsets of tiles of `tile` pixels covering `len` with at least `overlap` overlap.
@@ -91,11 +93,19 @@ pub fn forward_tiled_with_progress(
     let mut weight = vec![0f32; oh * ow];
     let mut channels = 0;
     let total = ys.len() * xs.len();
+    let corners: Vec<(usize, usize)> = ys
+        .iter()
+        .flat_map(|&y0| xs.iter().map(move |&x0| (y0, x0)))
+        .collect();
     let mut done = 0;
-    for &y0 in &ys {
-        for &x0 in &xs {
-            let tile = x.clone().narrow(2, y0, th).narrow(3, x0, tw);
-            let out = network(tile);
+    for group in corners.chunks(options.batch.max(1)) {
+        let tiles: Vec<Tensor<4>> = group
+            .iter()
+            .map(|&(y0, x0)| x.clone().narrow(2, y0, th).narrow(3, x0, tw))
+            .collect();
+        let outputs = network(Tensor::cat(tiles, 0));
+        for (k, &(y0, x0)) in group.iter().enumerate() {
+            let out = outputs.clone().narrow(0, k * n, n);
             done += 1;
             progress(done, total);
             let [_, c, toh, tow] = out.dims();
@@ -181,6 +191,7 @@ mod tests {
                 TileOptions {
                     tile: 48,
                     overlap: 16,
+                    batch: 3,
                 },
                 &net,
             );

@@ -24,6 +24,7 @@ fn tiled_constant_image_has_no_seams() {
         mode: Mode::Tile(TileOptions {
             tile: 72,
             overlap: 32,
+            batch: 1,
         }),
         quantize: false,
         ensemble: false,
