@@ -134,7 +134,9 @@ pub struct Plan {
 /// The overlap of tiles of side `tile` when `requested` is asked for: at most an eighth of
 /// the tile, at least 4 pixels (a quarter would make every tiling cost 4x its pixels).
 pub fn tile_overlap(tile: usize, requested: usize) -> usize {
-    requested.min((tile / 8).max(4)).min(tile.saturating_sub(1) / 2)
+    requested
+        .min((tile / 8).max(4))
+        .min(tile.saturating_sub(1) / 2)
 }
 
 /// Tiles per forward: as many as fit `budget` together (at most 16): small tiles then spend
