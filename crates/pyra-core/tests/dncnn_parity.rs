@@ -3,30 +3,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use pyra_core::backend;
 use pyra_core::networks::DncnnConfig;
 use pyra_core::weights::{load_state_dict, LoadOptions, StateDict};
 
-fn models_dir() -> Option<PathBuf> {
-    match std::env::var_os("PYRA_MODELS_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set PYRA_MODELS_DIR (the .ci/run script points it at ../shared/models)"
-            );
-            eprintln!("SKIPPED: the DnCNN check needs PYRA_MODELS_DIR (../shared/models)");
-            None
-        }
-    }
-}
-
 #[test]
 fn pretrained_dncnn_matches_the_reference_output() {
-    let Some(dir) = models_dir() else { return };
+    let Some(dir) = models_dir("the DnCNN check") else {
+        return;
+    };
     let weights = StateDict::read(dir.join("dncnn_sigma25_gray.pt")).unwrap();
     assert_eq!(weights.len(), 93);
     let example = StateDict::read(dir.join("dncnn_sigma25_gray_set12_01.safetensors")).unwrap();

@@ -5,30 +5,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use pyra_core::backend;
 use pyra_core::networks::{detect, Arch};
 use pyra_core::weights::{load_state_dict, LoadOptions, StateDict};
 
-fn models_dir() -> Option<PathBuf> {
-    match std::env::var_os("PYRA_MODELS_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set PYRA_MODELS_DIR (the .ci/run script points it at ../shared/models)"
-            );
-            eprintln!("SKIPPED: the FFDNet check needs PYRA_MODELS_DIR (../shared/models)");
-            None
-        }
-    }
-}
-
 #[test]
 fn ipol_weights_match_ffdnets_own_code() {
-    let Some(dir) = models_dir() else { return };
+    let Some(dir) = models_dir("the FFDNet check") else {
+        return;
+    };
     let reference = StateDict::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../fixtures/ffdnet/reference.safetensors"

@@ -13,6 +13,22 @@ pub fn committed(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The folder of the real peer weights (`PYRA_MODELS_DIR`, CI: ../shared/models); `None`, with
+/// a SKIPPED line naming `what`, when it is not set outside CI.
+pub fn models_dir(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("PYRA_MODELS_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set PYRA_MODELS_DIR (the .ci/run script points it at ../shared/models)"
+            );
+            eprintln!("SKIPPED: {what} needs PYRA_MODELS_DIR (../shared/models)");
+            None
+        }
+    }
+}
+
 /// The folder of the large official fixtures (the PA-EDSR `.pt` files), from
 /// `PYRA_FIXTURES_DIR`; `None` (with a message saying what is skipped) when it is not set.
 pub fn large_fixture(name: &str) -> Option<PathBuf> {
