@@ -45,6 +45,25 @@ pub enum ModeArg {
     Tile,
 }
 
+/// `--attention-window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionWindow {
+    Global,
+    Pixels(usize),
+}
+
+fn parse_window(text: &str) -> Result<AttentionWindow, String> {
+    if text == "global" {
+        return Ok(AttentionWindow::Global);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n >= 8 => Ok(AttentionWindow::Pixels(n)),
+        _ => Err(format!(
+            "expected a window side of at least 8 pixels or `global`, got `{text}`"
+        )),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// An image or a folder of images (degraded).
@@ -69,6 +88,11 @@ pub struct RestoreArgs {
     settings: Vec<String>,
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
+    /// Pyramid attention within windows of this many pixels, or `global` (over the whole
+    /// input of each forward). Default: in auto mode the planner's window (16-48 pixels, by
+    /// the network's FLOPs), otherwise global; `--mode whole` is always global.
+    #[arg(long, value_name = "PIXELS|global", value_parser = parse_window)]
+    attention_window: Option<AttentionWindow>,
     /// Tile side in input pixels (tile mode; default: the largest that fits the budget).
     #[arg(long)]
     tile: Option<usize>,
@@ -346,12 +370,24 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             );
         }
         let key = model_key;
-        let (mode, eta) = if args.mode == ModeArg::Auto && args.tile.is_none() {
+        // Rates are measured, and every plan starts, with global attention.
+        restorer.network.set_attention_window(None);
+        let window = match (args.mode, args.attention_window) {
+            (ModeArg::Whole, _) | (_, Some(AttentionWindow::Global)) => None,
+            (_, Some(AttentionWindow::Pixels(n))) => {
+                if !restorer.network.supports_attention_window() {
+                    bail!("--attention-window: this model has no pyramid attention");
+                }
+                Some(n)
+            }
+            _ => None,
+        };
+        let (mode, eta, window) = if args.mode == ModeArg::Auto && args.tile.is_none() {
             let rates = match rates.get(&key) {
                 Some(r) => *r,
                 None => {
                     let r = Rates::measure(
-                        &restorer.network,
+                        &mut restorer.network,
                         config.input_channels(),
                         min_side,
                         &device,
@@ -359,6 +395,10 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                     rates.insert(key.clone(), r);
                     r
                 }
+            };
+            let window = match args.attention_window {
+                None => pyra_infer::plan::attention_window(&restorer.network),
+                Some(_) => window,
             };
             let plan = plan_passes(
                 &config,
@@ -368,6 +408,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 budget,
                 args.overlap,
                 min_side,
+                window,
             )
             .with_context(|| {
                 format!(
@@ -378,13 +419,16 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             })?;
             let passes = if args.ensemble { 8 } else { 1 };
             let seconds = plan.seconds * passes as f64;
-            let what = match plan.tiles {
+            let mut what = match plan.tiles {
                 None => "one whole-image pass".to_string(),
                 Some(t) => format!(
                     "{} tiles of {}x{} (overlap {}, {} per forward)",
                     plan.passes, t.tile, t.tile, t.overlap, t.batch
                 ),
             };
+            if let Some(t) = plan.window {
+                what += &format!(", attention in {t}x{t} windows");
+            }
             bar.suspend(|| {
                 eprintln!(
                     "{name}: {}x{}, plan: {what}, about {} of memory; ETA {} (a whole-image pass: {})",
@@ -399,11 +443,11 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 None => Mode::Whole,
                 Some(t) => Mode::Tile(t),
             };
-            (mode, Some(seconds))
+            (mode, Some(seconds), window)
         } else {
             let mode = choose_mode(&args, &config, image.height, image.width, budget)
                 .with_context(|| format!("{}", input.display()))?;
-            (mode, None)
+            (mode, None, window)
         };
         if let Mode::Tile(TileOptions { tile, .. }) = mode {
             if tile < min_side {
@@ -411,6 +455,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             }
         }
         restorer.mode = mode;
+        restorer.network.set_attention_window(window);
         let image_started = Instant::now();
         let tiles_bar = ProgressBar::new(0);
         tiles_bar.set_style(

@@ -14,25 +14,8 @@ use pyra_core::ops::streaming_attention;
 
 /// Feature channels of the trunk, and the pyramid attention's scales if it has one.
 fn trunk(config: &ArchConfig) -> (u64, Option<&[f64]>) {
-    match config {
-        ArchConfig::PyramidAttention(c) => (c.channel as u64, Some(&c.scales)),
-        ArchConfig::PaNet(c) => (
-            c.n_feats as u64,
-            c.with_attention.then_some(c.attention.scales.as_slice()),
-        ),
-        ArchConfig::PaEdsr(c) => (c.n_feats as u64, Some(&c.attention.scales)),
-        ArchConfig::Edsr(c) => (c.n_feats as u64, None),
-        ArchConfig::Dncnn(c) => (c.n_channels as u64, None),
-        // Its features are at a quarter of the pixels.
-        ArchConfig::Ffdnet(c) => (c.n_feats.div_ceil(4) as u64, None),
-        ArchConfig::Pnen(c) => (c.n_feats as u64, None),
-        // Dense blocks keep G0 + C*G channels alive; MemNet's gates R + M blocks.
-        ArchConfig::Rdn(c) => ((c.g0 + c.n_layers * c.growth) as u64, None),
-        ArchConfig::MemNet(c) => (
-            ((c.n_resblocks + c.n_memblocks) * c.n_feats) as u64 / 4,
-            None,
-        ),
-    }
+    let shape = config.memory_shape();
+    (shape.features, shape.attention_scales)
 }
 
 /// Pixels of each pyramid level of an `height x width` map.
@@ -145,17 +128,8 @@ pub fn largest_training_batch(
 /// `[HW, keys]` with keys = HW/4 + HW/16 + ... for the PNB, HW for the NLB, Σ s² for APNB.
 fn non_local_bytes(config: &ArchConfig, height: usize, width: usize) -> u64 {
     use pyra_core::blocks::NonLocalKind;
-    let (kind, scales) = match config {
-        ArchConfig::Pnen(c) => (c.non_local, c.scales),
-        ArchConfig::Rdn(c) => match c.non_local {
-            Some(kind) => (kind, c.scales),
-            None => return 0,
-        },
-        ArchConfig::MemNet(c) => match c.non_local {
-            Some(kind) => (kind, c.scales),
-            None => return 0,
-        },
-        _ => return 0,
+    let Some((kind, scales)) = config.memory_shape().non_local else {
+        return 0;
     };
     let pixels = (height * width) as u64;
     let keys: u64 = match kind {

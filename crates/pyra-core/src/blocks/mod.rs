@@ -12,6 +12,7 @@ pub mod pyramid_attention;
 pub mod pyramid_non_local;
 pub mod res_block;
 pub mod upsampler;
+pub mod window;
 
 pub use apnb::{Apnb, ApnbConfig};
 pub use batch_norm::BatchNorm;

@@ -76,6 +76,14 @@ pub enum NonLocalLayer {
 }
 
 impl NonLocalLayer {
+    /// The block, when it is a pyramid non-local block.
+    pub fn as_pnb(&self) -> Option<&super::PyramidNonLocal> {
+        match self {
+            Self::Pnb(block) => Some(block),
+            _ => None,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Pnb(b) => b.forward(x),

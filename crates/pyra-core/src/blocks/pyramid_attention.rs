@@ -141,6 +141,7 @@ impl PyramidAttentionConfig {
             res_scale: self.res_scale,
             scales: self.scales.clone(),
             interp: self.interp,
+            window: None,
         }
     }
 }
@@ -164,6 +165,11 @@ pub struct PyramidAttention {
     pub scales: Vec<f64>,
     #[module(skip)]
     pub interp: Interp,
+    /// `Some(t)`: attend within `t x t` windows of the input instead of over the whole map
+    /// (inference on large images, see [`super::window`]); `None` (the default, and what the
+    /// official module does): global.
+    #[module(skip)]
+    pub window: Option<usize>,
 }
 
 /// Keys and values of every block of every level, as columns.
@@ -185,7 +191,18 @@ impl PyramidAttention {
     ///   over the query pixels ([`PyramidAttention::forward_chunked`]);
     /// - training elsewhere: the whole `[H*W, L]` map of block products, which burn's autodiff
     ///   differentiates ([`PyramidAttention::forward_whole`]).
+    ///
+    /// With [`PyramidAttention::window`] set, each window of the input goes through that
+    /// forward on its own (as one batch).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self.window {
+            Some(size) => super::window::windowed(x, size, |x| self.forward_global(x)),
+            None => self.forward_global(x),
+        }
+    }
+
+    /// The forward over the whole map, whatever [`PyramidAttention::window`] says.
+    pub fn forward_global(&self, x: Tensor<4>) -> Tensor<4> {
         let device = x.device();
         if fused_attention::supports(&device) && self.stride == 1 {
             self.forward_streaming(x, STREAM_TILE_BYTES)

@@ -5,13 +5,11 @@
 
 use burn::nn::conv::Conv2d;
 
-use super::{AnyNetwork, BodyLayer, MemNet, Pnen, Rdn};
+use super::AnyNetwork;
 use crate::blocks::upsampler::UpsamplerLayer;
 use crate::blocks::{
     Apnb, DilatedResidual, NonLocal, NonLocalLayer, PyramidAttention, PyramidNonLocal,
 };
-use crate::networks::dncnn::DncnnLayer;
-use crate::networks::ffdnet::FfdnetLayer;
 use crate::ops::bicubic::scaled_len;
 
 /// A convolution producing an `h x w` output.
@@ -97,18 +95,8 @@ pub fn pyramid_attention_flops(block: &PyramidAttention, h: usize, w: usize) -> 
     total + matmul_flops(n, reduced * k2, keys) + matmul_flops(n, keys, channels * k2)
 }
 
-fn body_flops(body: &[BodyLayer], h: usize, w: usize) -> u64 {
-    body.iter()
-        .map(|layer| match layer {
-            BodyLayer::ResBlock(b) => conv_flops(&b.body.0, h, w) + conv_flops(&b.body.2, h, w),
-            BodyLayer::PyramidAttention(a) => pyramid_attention_flops(a, h, w),
-            BodyLayer::Conv(c) => conv_flops(c, h, w),
-        })
-        .sum()
-}
-
 /// Upsampler layers starting at `h x w`; returns the FLOPs and the final size.
-fn upsampler_flops(layers: &[UpsamplerLayer], h: usize, w: usize) -> (u64, usize, usize) {
+pub fn upsampler_flops(layers: &[UpsamplerLayer], h: usize, w: usize) -> (u64, usize, usize) {
     let (mut h, mut w, mut total) = (h, w, 0);
     for layer in layers {
         match layer {
@@ -122,108 +110,10 @@ fn upsampler_flops(layers: &[UpsamplerLayer], h: usize, w: usize) -> (u64, usize
     (total, h, w)
 }
 
-fn pnen_flops(m: &Pnen, h: usize, w: usize) -> u64 {
-    let mut total = conv_flops(&m.entry, h, w);
-    for (group, exit) in m.groups.iter().zip(&m.exits) {
-        total += dilated_residual_flops(&group.drb, h, w)
-            + non_local_layer_flops(&group.non_local, h, w)
-            + exit.iter().map(|c| conv_flops(c, h, w)).sum::<u64>();
-    }
-    total
-}
-
-fn rdn_flops(m: &Rdn, h: usize, w: usize) -> u64 {
-    let blocks: u64 = m
-        .RDBs
-        .iter()
-        .map(|b| {
-            b.convs
-                .iter()
-                .map(|c| conv_flops(&c.conv[0], h, w))
-                .sum::<u64>()
-                + conv_flops(&b.LFF, h, w)
-        })
-        .sum();
-    let non_locals: u64 = m
-        .non_locals
-        .iter()
-        .map(|b| non_local_layer_flops(b, h, w))
-        .sum();
-    conv_flops(&m.SFENet1, h, w)
-        + conv_flops(&m.SFENet2, h, w)
-        + blocks
-        + non_locals
-        + conv_flops(&m.GFF.0, h, w)
-        + conv_flops(&m.GFF.1, h, w)
-        + upsampler_flops(&m.UPNet, h, w).0
-}
-
-fn memnet_flops(m: &MemNet, h: usize, w: usize) -> u64 {
-    let blocks: u64 = m
-        .dense_memory
-        .iter()
-        .map(|b| {
-            let unit = &b.recursive_unit;
-            b.recursions as u64
-                * (conv_flops(&unit.relu_conv1.conv, h, w)
-                    + conv_flops(&unit.relu_conv2.conv, h, w))
-                + conv_flops(&b.gate_unit.conv, h, w)
-        })
-        .sum();
-    let non_locals: u64 = m
-        .non_locals
-        .iter()
-        .map(|b| non_local_layer_flops(b, h, w))
-        .sum();
-    conv_flops(&m.feature_extractor.conv, h, w)
-        + blocks
-        + non_locals
-        + conv_flops(&m.reconstructor.conv, h, w)
-}
-
-/// FLOPs of one forward of `network` on a `1 x C x h x w` input.
+/// FLOPs of one forward of `network` on a `1 x C x h x w` input (each architecture's file
+/// counts its own, from the block costs here).
 pub fn forward_flops(network: &AnyNetwork, h: usize, w: usize) -> u64 {
-    match network {
-        AnyNetwork::PyramidAttention(a) => pyramid_attention_flops(a, h, w),
-        AnyNetwork::PaNet(m) => {
-            conv_flops(&m.head[0], h, w) + body_flops(&m.body, h, w) + conv_flops(&m.tail[0], h, w)
-        }
-        AnyNetwork::Edsr(m) => {
-            let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
-            conv_flops(&m.head[0], h, w)
-                + body_flops(&m.body, h, w)
-                + up
-                + conv_flops(&m.tail.1, hh, ww)
-        }
-        AnyNetwork::PaEdsr(m) => {
-            let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
-            conv_flops(&m.head[0], h, w)
-                + body_flops(&m.body, h, w)
-                + up
-                + conv_flops(&m.tail.1, hh, ww)
-        }
-        AnyNetwork::Dncnn(m) => m
-            .dncnn
-            .iter()
-            .map(|l| match l {
-                DncnnLayer::Conv(c) => conv_flops(c, h, w),
-                _ => 0,
-            })
-            .sum(),
-        // The body runs at half resolution (odd sides rounded up).
-        AnyNetwork::Ffdnet(m) => m
-            .intermediate_dncnn
-            .itermediate_dncnn
-            .iter()
-            .map(|l| match l {
-                FfdnetLayer::Conv(c) => conv_flops(c, h.div_ceil(2), w.div_ceil(2)),
-                _ => 0,
-            })
-            .sum(),
-        AnyNetwork::Pnen(m) => pnen_flops(m, h, w),
-        AnyNetwork::Rdn(m) => rdn_flops(m, h, w),
-        AnyNetwork::MemNet(m) => memnet_flops(m, h, w),
-    }
+    network.flops(h, w)
 }
 
 #[cfg(test)]

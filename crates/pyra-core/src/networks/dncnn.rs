@@ -14,7 +14,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
+use super::arch::{count_convs, parse, setting, shape, Architecture, MemoryShape};
+use super::cost::conv_flops;
 use crate::blocks::BatchNorm;
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct DncnnConfig {
@@ -102,5 +105,73 @@ impl Dncnn {
     /// The denoised image: `x - noise(x)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         x.clone() - self.noise(x)
+    }
+}
+
+/// DnCNN in the registry ([`super::arch::Architecture`]).
+pub struct DncnnArch;
+
+impl Architecture for DncnnArch {
+    type Config = DncnnConfig;
+    type Network = Dncnn;
+    const NAME: &'static str = "dncnn";
+    const SETTINGS: &'static str = "depth, n_channels, image_channels";
+    const MARKER: &'static str = "`dncnn.0.weight` (DnCNN)";
+
+    fn defaults() -> DncnnConfig {
+        DncnnConfig::new()
+    }
+
+    fn set(c: &mut DncnnConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "depth" => c.depth = parse(key, value)?,
+            "n_channels" => c.n_channels = parse(key, value)?,
+            "image_channels" | "n_colors" => c.image_channels = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &DncnnConfig) -> Result<(), String> {
+        c.validate()
+    }
+
+    fn init(c: &DncnnConfig, device: &Device) -> Dncnn {
+        c.init(device)
+    }
+
+    fn input_channels(c: &DncnnConfig) -> usize {
+        c.image_channels
+    }
+
+    fn memory_shape(c: &DncnnConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: c.n_channels as u64,
+            attention_scales: None,
+            non_local: None,
+        }
+    }
+
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let first = shape(dict, "dncnn.0.weight")?;
+        Some(Ok(vec![
+            setting("depth", count_convs(dict, "dncnn.")),
+            setting("n_channels", first[0]),
+            setting("image_channels", first[1]),
+        ]))
+    }
+
+    fn flops(m: &Dncnn, h: usize, w: usize) -> u64 {
+        m.dncnn
+            .iter()
+            .map(|l| match l {
+                DncnnLayer::Conv(c) => conv_flops(c, h, w),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn forward(m: &Dncnn, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
     }
 }

@@ -9,9 +9,12 @@ use burn::nn::conv::Conv2d;
 use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
 
-use super::body::{residual_body, run_body, BodyLayer};
+use super::arch::{parse, positive, Architecture, MemoryShape};
+use super::body::{body_flops, residual_body, run_body, BodyLayer, TrunkKeys};
+use super::cost::{conv_flops, upsampler_flops};
 use crate::blocks::upsampler::{supported_scale, upsample, upsampler};
 use crate::blocks::{default_conv, Activation, MeanShift, Upsampler};
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct EdsrConfig {
@@ -79,5 +82,80 @@ impl Edsr {
         let res = run_body(&self.body, x.clone()) + x;
         let (up, conv) = &self.tail;
         self.add_mean.forward(conv2d(conv, upsample(up, res)))
+    }
+}
+
+/// EDSR in the registry ([`super::arch::Architecture`]).
+pub struct EdsrArch;
+
+impl Architecture for EdsrArch {
+    type Config = EdsrConfig;
+    type Network = Edsr;
+    const NAME: &'static str = "edsr";
+    const SETTINGS: &'static str = "n_resblocks, n_feats, n_colors, res_scale, scale, rgb_range";
+    const MARKER: &'static str = "`head.0.weight` with an upsampler, no attention (EDSR)";
+
+    fn defaults() -> EdsrConfig {
+        EdsrConfig::new()
+    }
+
+    fn set(c: &mut EdsrConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "n_resblocks" => c.n_resblocks = parse(key, value)?,
+            "n_feats" => c.n_feats = parse(key, value)?,
+            "n_colors" => c.n_colors = parse(key, value)?,
+            "res_scale" => c.res_scale = parse(key, value)?,
+            "scale" => c.scale = parse(key, value)?,
+            "rgb_range" => c.rgb_range = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &EdsrConfig) -> Result<(), String> {
+        positive("n_feats", c.n_feats)?;
+        positive("n_colors", c.n_colors)?;
+        c.validate()
+    }
+
+    fn init(c: &EdsrConfig, device: &Device) -> Edsr {
+        c.init(device)
+    }
+
+    fn input_channels(c: &EdsrConfig) -> usize {
+        c.n_colors
+    }
+
+    fn scale(c: &EdsrConfig) -> usize {
+        c.scale
+    }
+
+    fn rgb_range(c: &EdsrConfig) -> f32 {
+        c.rgb_range as f32
+    }
+
+    fn memory_shape(c: &EdsrConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: c.n_feats as u64,
+            attention_scales: None,
+            non_local: None,
+        }
+    }
+
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let trunk = TrunkKeys::read(dict)?;
+        (trunk.scale.is_some() && trunk.reduction.is_none()).then(|| Ok(trunk.sr_settings()))
+    }
+
+    fn flops(m: &Edsr, h: usize, w: usize) -> u64 {
+        let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
+        conv_flops(&m.head[0], h, w)
+            + body_flops(&m.body, h, w)
+            + up
+            + conv_flops(&m.tail.1, hh, ww)
+    }
+
+    fn forward(m: &Edsr, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
     }
 }

@@ -26,7 +26,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
+use super::arch::{count_convs, parse, setting, shape, unit_range, Architecture, MemoryShape};
+use super::cost::conv_flops;
 use crate::blocks::BatchNorm;
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct FfdnetConfig {
@@ -175,6 +178,97 @@ impl Ffdnet {
         }
         let denoised = padded.clone() - from_sub_images(self.noise(padded));
         denoised.narrow(2, 0, h).narrow(3, 0, w)
+    }
+}
+
+/// FFDNet in the registry ([`super::arch::Architecture`]).
+pub struct FfdnetArch;
+
+impl Architecture for FfdnetArch {
+    type Config = FfdnetConfig;
+    type Network = Ffdnet;
+    const NAME: &'static str = "ffdnet";
+    const SETTINGS: &'static str = "n_colors, n_feats, n_layers, sigma";
+    const MARKER: &'static str = "`intermediate_dncnn.itermediate_dncnn.0.weight` (FFDNet)";
+
+    fn defaults() -> FfdnetConfig {
+        FfdnetConfig::new()
+    }
+
+    fn set(c: &mut FfdnetConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            // The IPOL sizes of that many colours, before explicit sizes override them.
+            "n_colors" => {
+                let sigma = c.sigma;
+                *c = FfdnetConfig::ipol(parse(key, value)?).with_sigma(sigma)
+            }
+            "n_feats" => c.n_feats = parse(key, value)?,
+            "n_layers" => c.n_layers = parse(key, value)?,
+            "sigma" => c.sigma = parse(key, value)?,
+            _ => return unit_range(key, value),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &FfdnetConfig) -> Result<(), String> {
+        c.validate()
+    }
+
+    fn init(c: &FfdnetConfig, device: &Device) -> Ffdnet {
+        c.init(device)
+    }
+
+    fn input_channels(c: &FfdnetConfig) -> usize {
+        c.n_colors
+    }
+
+    fn takes_noise_level(_: &FfdnetConfig) -> bool {
+        true
+    }
+
+    /// Its features are at a quarter of the pixels.
+    fn memory_shape(c: &FfdnetConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: c.n_feats.div_ceil(4) as u64,
+            attention_scales: None,
+            non_local: None,
+        }
+    }
+
+    /// The first convolution takes `5 C` channels (4 sub-images and the noise map).
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let prefix = "intermediate_dncnn.itermediate_dncnn.";
+        let first = shape(dict, &format!("{prefix}0.weight"))?;
+        Some(Ok(vec![
+            setting("n_colors", first[1] / 5),
+            setting("n_feats", first[0]),
+            setting("n_layers", count_convs(dict, prefix)),
+        ]))
+    }
+
+    /// The body runs at half resolution (odd sides rounded up).
+    fn flops(m: &Ffdnet, h: usize, w: usize) -> u64 {
+        m.intermediate_dncnn
+            .itermediate_dncnn
+            .iter()
+            .map(|l| match l {
+                FfdnetLayer::Conv(c) => conv_flops(c, h.div_ceil(2), w.div_ceil(2)),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn forward(m: &Ffdnet, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
+    }
+
+    fn set_noise_level(m: &mut Ffdnet, sigma: f64) -> bool {
+        m.sigma = sigma;
+        true
+    }
+
+    fn min_input_side(_: &Ffdnet) -> usize {
+        2
     }
 }
 

@@ -23,7 +23,13 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{default_conv, BatchNorm, NonLocalKind, NonLocalLayer};
+use super::arch::{
+    count, host_non_locals, parse, parse_non_local, setting, shape, unit_range, Architecture,
+    MemoryShape,
+};
+use super::cost::{conv_flops, non_local_layer_flops};
+use crate::blocks::{default_conv, BatchNorm, NonLocalKind, NonLocalLayer, PyramidNonLocal};
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct MemNetConfig {
@@ -182,5 +188,131 @@ impl MemNet {
             long_term.push(b.clone());
         }
         x + self.reconstructor.forward(b)
+    }
+}
+
+/// MemNet (with its non-local blocks) in the registry ([`super::arch::Architecture`]).
+pub struct MemNetArch;
+
+impl Architecture for MemNetArch {
+    type Config = MemNetConfig;
+    type Network = MemNet;
+    const NAME: &'static str = "memnet";
+    const SETTINGS: &'static str = "n_colors, n_feats, n_memblocks, n_resblocks, non_local, non_local_every, key_channels, value_channels, scales";
+    const MARKER: &'static str = "`feature_extractor.conv.weight` (MemNet)";
+
+    fn defaults() -> MemNetConfig {
+        MemNetConfig::new()
+    }
+
+    fn set(c: &mut MemNetConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "n_colors" => c.n_colors = parse(key, value)?,
+            "n_feats" => c.n_feats = parse(key, value)?,
+            "n_memblocks" => c.n_memblocks = parse(key, value)?,
+            "n_resblocks" => c.n_resblocks = parse(key, value)?,
+            "non_local" => c.non_local = parse_non_local(value)?,
+            "non_local_every" => c.non_local_every = parse(key, value)?,
+            "key_channels" => c.key_channels = parse(key, value)?,
+            "value_channels" => c.value_channels = parse(key, value)?,
+            "scales" => c.scales = parse(key, value)?,
+            _ => return unit_range(key, value),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &MemNetConfig) -> Result<(), String> {
+        c.validate()
+    }
+
+    fn init(c: &MemNetConfig, device: &Device) -> MemNet {
+        c.init(device)
+    }
+
+    fn input_channels(c: &MemNetConfig) -> usize {
+        c.n_colors
+    }
+
+    /// Its gates keep R + M blocks' outputs alive.
+    fn memory_shape(c: &MemNetConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: ((c.n_resblocks + c.n_memblocks) * c.n_feats) as u64 / 4,
+            attention_scales: None,
+            non_local: c.non_local.map(|kind| (kind, c.scales)),
+        }
+    }
+
+    /// Features and colours from the feature extractor, M from the gate units, R from the
+    /// first gate's input (R short-term + 1 long-term memories).
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let fe = shape(dict, "feature_extractor.conv.weight")?;
+        Some((|| {
+            let blocks = count(dict, |k| {
+                k.starts_with("dense_memory.") && k.ends_with(".gate_unit.conv.weight")
+            });
+            let gate = shape(dict, "dense_memory.0.gate_unit.conv.weight")
+                .ok_or("a MemNet checkpoint needs `dense_memory.0.gate_unit.conv.weight`")?;
+            let recursions = (gate[1] / fe[0].max(1)).saturating_sub(1);
+            let mut settings = vec![
+                setting("n_colors", fe[1]),
+                setting("n_feats", fe[0]),
+                setting("n_memblocks", blocks),
+                setting("n_resblocks", recursions),
+            ];
+            settings.extend(host_non_locals(dict, blocks));
+            Ok(settings)
+        })())
+    }
+
+    fn flops(m: &MemNet, h: usize, w: usize) -> u64 {
+        let blocks: u64 = m
+            .dense_memory
+            .iter()
+            .map(|b| {
+                let unit = &b.recursive_unit;
+                b.recursions as u64
+                    * (conv_flops(&unit.relu_conv1.conv, h, w)
+                        + conv_flops(&unit.relu_conv2.conv, h, w))
+                    + conv_flops(&b.gate_unit.conv, h, w)
+            })
+            .sum();
+        let non_locals: u64 = m
+            .non_locals
+            .iter()
+            .map(|b| non_local_layer_flops(b, h, w))
+            .sum();
+        conv_flops(&m.feature_extractor.conv, h, w)
+            + blocks
+            + non_locals
+            + conv_flops(&m.reconstructor.conv, h, w)
+    }
+
+    fn forward(m: &MemNet, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
+    }
+
+    /// The `index`-th inserted block.
+    fn pyramid_non_local_input(
+        m: &MemNet,
+        x: Tensor<4>,
+        index: usize,
+    ) -> Option<(Tensor<4>, &PyramidNonLocal)> {
+        let block = m.non_locals.get(index)?.as_pnb()?;
+        let b0 = m.feature_extractor.forward(x);
+        let mut long_term = vec![b0.clone()];
+        let mut b = b0;
+        for (i, memory) in m
+            .dense_memory
+            .iter()
+            .enumerate()
+            .take(index * m.non_local_every)
+        {
+            if i % m.non_local_every == 0 {
+                b = m.non_locals[i / m.non_local_every].forward(b);
+            }
+            b = memory.forward(b, &long_term);
+            long_term.push(b.clone());
+        }
+        Some((b, block))
     }
 }

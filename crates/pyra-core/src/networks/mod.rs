@@ -1,6 +1,8 @@
 //! Networks, one file each, with fields named after the official state-dict keys.
 
 pub mod any;
+pub mod arch;
+pub mod attention;
 pub mod body;
 pub mod cost;
 pub mod detect;
@@ -14,6 +16,7 @@ pub mod pnen;
 pub mod rdn;
 
 pub use any::{AnyNetwork, Arch, ArchConfig};
+pub use arch::{Architecture, MemoryShape};
 pub use body::BodyLayer;
 pub use detect::{detect, Detected};
 pub use dncnn::{Dncnn, DncnnConfig};

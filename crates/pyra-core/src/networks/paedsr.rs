@@ -13,12 +13,18 @@ use burn::nn::conv::Conv2d;
 use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
 
-use super::body::{residual_body, run_body, BodyLayer};
+use super::arch::{parse, positive, set_attention, Architecture, MemoryShape};
+use super::body::{
+    body_attention_input, body_attentions, body_attentions_mut, body_flops, residual_body,
+    run_body, BodyLayer, TrunkKeys,
+};
+use super::cost::{conv_flops, upsampler_flops};
 use crate::blocks::upsampler::{supported_scale, upsample, upsampler};
 use crate::blocks::{
     default_conv, Activation, MeanShift, PyramidAttention, PyramidAttentionConfig, Upsampler,
 };
 use crate::ops::Interp;
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct PaEdsrConfig {
@@ -106,5 +112,105 @@ impl PaEdsr {
         let res = run_body(&self.body, x.clone()) + x;
         let (up, conv) = &self.tail;
         self.add_mean.forward(conv2d(conv, upsample(up, res)))
+    }
+}
+
+/// PA-EDSR in the registry ([`super::arch::Architecture`]).
+pub struct PaEdsrArch;
+
+impl Architecture for PaEdsrArch {
+    type Config = PaEdsrConfig;
+    type Network = PaEdsr;
+    const NAME: &'static str = "paedsr";
+    const ALIASES: &'static [&'static str] = &["pa-edsr"];
+    const SETTINGS: &'static str = "n_resblocks, n_feats, n_colors, res_scale, scale, rgb_range, reduction, level, scales, ksize, stride, softmax_scale, average, interp";
+    const MARKER: &'static str = "`head.0.weight` with an upsampler and an attention (PA-EDSR)";
+
+    fn defaults() -> PaEdsrConfig {
+        PaEdsrConfig::new()
+    }
+
+    fn set(c: &mut PaEdsrConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "n_resblocks" => c.n_resblocks = parse(key, value)?,
+            "n_feats" => c.n_feats = parse(key, value)?,
+            "n_colors" => c.n_colors = parse(key, value)?,
+            "res_scale" => c.res_scale = parse(key, value)?,
+            "scale" => c.scale = parse(key, value)?,
+            "rgb_range" => c.rgb_range = parse(key, value)?,
+            _ => return set_attention(&mut c.attention, key, value),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &PaEdsrConfig) -> Result<(), String> {
+        positive("n_feats", c.n_feats)?;
+        positive("n_colors", c.n_colors)?;
+        c.validate()
+    }
+
+    fn init(c: &PaEdsrConfig, device: &Device) -> PaEdsr {
+        c.init(device)
+    }
+
+    fn input_channels(c: &PaEdsrConfig) -> usize {
+        c.n_colors
+    }
+
+    fn scale(c: &PaEdsrConfig) -> usize {
+        c.scale
+    }
+
+    fn rgb_range(c: &PaEdsrConfig) -> f32 {
+        c.rgb_range as f32
+    }
+
+    fn has_attention(_: &PaEdsrConfig) -> bool {
+        true
+    }
+
+    fn memory_shape(c: &PaEdsrConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: c.n_feats as u64,
+            attention_scales: Some(&c.attention.scales),
+            non_local: None,
+        }
+    }
+
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let trunk = TrunkKeys::read(dict)?;
+        (trunk.scale.is_some() && trunk.reduction.is_some()).then(|| Ok(trunk.sr_settings()))
+    }
+
+    fn flops(m: &PaEdsr, h: usize, w: usize) -> u64 {
+        let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
+        conv_flops(&m.head[0], h, w)
+            + body_flops(&m.body, h, w)
+            + up
+            + conv_flops(&m.tail.1, hh, ww)
+    }
+
+    fn forward(m: &PaEdsr, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
+    }
+
+    fn attentions(m: &PaEdsr) -> Vec<&PyramidAttention> {
+        let mut all = vec![&m.msa];
+        all.extend(body_attentions(&m.body));
+        all
+    }
+
+    fn attentions_mut(m: &mut PaEdsr) -> Vec<&mut PyramidAttention> {
+        let mut all = vec![&mut m.msa];
+        all.extend(body_attentions_mut(&mut m.body));
+        all
+    }
+
+    fn min_input_side(m: &PaEdsr) -> usize {
+        m.msa.min_input_side()
+    }
+
+    fn attention_input(m: &PaEdsr, x: Tensor<4>) -> Option<(Tensor<4>, &PyramidAttention)> {
+        body_attention_input(&m.body, conv2d(&m.head[0], m.sub_mean.forward(x)))
     }
 }

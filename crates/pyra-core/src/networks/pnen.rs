@@ -22,9 +22,13 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::arch::{count_weights, parse, setting, shape, unit_range, Architecture, MemoryShape};
+use super::cost::{conv_flops, dilated_residual_flops, non_local_layer_flops};
 use crate::blocks::{
     default_conv, DilatedResidual, DilatedResidualConfig, NonLocalKind, NonLocalLayer,
+    PyramidNonLocal,
 };
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct PnenConfig {
@@ -138,5 +142,124 @@ impl Pnen {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.forward_all(x).0
+    }
+}
+
+/// PNEN in the registry ([`super::arch::Architecture`]).
+pub struct PnenArch;
+
+impl Architecture for PnenArch {
+    type Config = PnenConfig;
+    type Network = Pnen;
+    const NAME: &'static str = "pnen";
+    const SETTINGS: &'static str =
+        "n_colors, n_feats, n_groups, key_channels, value_channels, scales, non_local";
+    const MARKER: &'static str = "`entry.weight` (PNEN)";
+
+    fn defaults() -> PnenConfig {
+        PnenConfig::new()
+    }
+
+    fn set(c: &mut PnenConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "n_colors" => c.n_colors = parse(key, value)?,
+            "n_feats" => c.n_feats = parse(key, value)?,
+            "n_groups" => c.n_groups = parse(key, value)?,
+            "key_channels" => c.key_channels = parse(key, value)?,
+            "value_channels" => c.value_channels = parse(key, value)?,
+            "scales" => c.scales = parse(key, value)?,
+            "non_local" => c.non_local = value.parse()?,
+            // Pixels are on [0, 1]; accepted for symmetry with the other networks.
+            _ => return unit_range(key, value),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &PnenConfig) -> Result<(), String> {
+        c.validate()
+    }
+
+    fn init(c: &PnenConfig, device: &Device) -> Pnen {
+        c.init(device)
+    }
+
+    fn input_channels(c: &PnenConfig) -> usize {
+        c.n_colors
+    }
+
+    fn memory_shape(c: &PnenConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: c.n_feats as u64,
+            attention_scales: None,
+            non_local: Some((c.non_local, c.scales)),
+        }
+    }
+
+    /// Sizes from the entry convolution and the first group's non-local block. The plain
+    /// non-local block and APNB have the same keys (`theta`, `phi`, `g`, `w`); such a
+    /// checkpoint is taken as NLB unless `--set non_local=apnb` says otherwise.
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let entry = shape(dict, "entry.weight")?;
+        Some((|| {
+            let n_groups = shape(dict, "fusion")
+                .map(|f| f[0])
+                .ok_or("a PNEN checkpoint needs `fusion` (the weights of the group predictions)")?;
+            let mut settings = vec![
+                setting("n_colors", entry[1]),
+                setting("n_feats", entry[0]),
+                setting("n_groups", n_groups),
+            ];
+            if let Some(query) = shape(dict, "groups.0.non_local.query.weight") {
+                let value = shape(dict, "groups.0.non_local.values.0.weight")
+                    .ok_or("a PNEN checkpoint with a pyramid non-local block needs its `values`")?;
+                settings.extend([
+                    setting("non_local", "pnb"),
+                    setting("key_channels", query[0]),
+                    setting("value_channels", value[0]),
+                    setting("scales", count_weights(dict, "groups.0.non_local.keys.")),
+                ]);
+            } else if dict.get("groups.0.non_local.theta.weight").is_some() {
+                settings.push(setting("non_local", "nlb"));
+            } else {
+                return Err(
+                    "a PNEN checkpoint without a recognisable non-local block in group 0".into(),
+                );
+            }
+            Ok(settings)
+        })())
+    }
+
+    fn flops(m: &Pnen, h: usize, w: usize) -> u64 {
+        let mut total = conv_flops(&m.entry, h, w);
+        for (group, exit) in m.groups.iter().zip(&m.exits) {
+            total += dilated_residual_flops(&group.drb, h, w)
+                + non_local_layer_flops(&group.non_local, h, w)
+                + exit.iter().map(|c| conv_flops(c, h, w)).sum::<u64>();
+        }
+        total
+    }
+
+    fn forward(m: &Pnen, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
+    }
+
+    /// Y and its per-group Y_m.
+    fn forward_supervised(m: &Pnen, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let (y, per_group) = m.forward_all(x);
+        std::iter::once(y).chain(per_group).collect()
+    }
+
+    /// Of group `index`.
+    fn pyramid_non_local_input(
+        m: &Pnen,
+        x: Tensor<4>,
+        index: usize,
+    ) -> Option<(Tensor<4>, &PyramidNonLocal)> {
+        let block = m.groups.get(index)?.non_local.as_pnb()?;
+        let mut f = conv2d(&m.entry, x);
+        for group in &m.groups[..index] {
+            f = group.non_local.forward(group.drb.forward(f));
+        }
+        Some((m.groups[index].drb.forward(f), block))
     }
 }

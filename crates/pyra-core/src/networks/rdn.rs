@@ -27,8 +27,13 @@ use burn::nn::PixelShuffleConfig;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::arch::{
+    count, host_non_locals, parse, parse_non_local, setting, shape, Architecture, MemoryShape,
+};
+use super::cost::{conv_flops, non_local_layer_flops, upsampler_flops};
 use crate::blocks::upsampler::{supported_scale, upsample, Upsampler, UpsamplerLayer};
-use crate::blocks::{default_conv, NonLocalKind, NonLocalLayer};
+use crate::blocks::{default_conv, NonLocalKind, NonLocalLayer, PyramidNonLocal};
+use crate::weights::StateDict;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct RdnConfig {
@@ -213,5 +218,151 @@ impl Rdn {
         } else {
             y
         }
+    }
+}
+
+/// RDN (with its non-local blocks) in the registry ([`super::arch::Architecture`]).
+pub struct RdnArch;
+
+impl Architecture for RdnArch {
+    type Config = RdnConfig;
+    type Network = Rdn;
+    const NAME: &'static str = "rdn";
+    const SETTINGS: &'static str = "n_colors, G0, D, C, G, scale, rgb_range, non_local, non_local_every, key_channels, value_channels, scales";
+    const MARKER: &'static str = "`SFENet1.weight` (RDN)";
+
+    fn defaults() -> RdnConfig {
+        RdnConfig::new()
+    }
+
+    fn set(c: &mut RdnConfig, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "n_colors" => c.n_colors = parse(key, value)?,
+            "G0" | "g0" => c.g0 = parse(key, value)?,
+            "n_blocks" | "D" => c.n_blocks = parse(key, value)?,
+            "n_layers" | "C" => c.n_layers = parse(key, value)?,
+            "growth" | "G" => c.growth = parse(key, value)?,
+            "scale" => c.scale = parse(key, value)?,
+            "rgb_range" => c.rgb_range = parse(key, value)?,
+            "non_local" => c.non_local = parse_non_local(value)?,
+            "non_local_every" => c.non_local_every = parse(key, value)?,
+            "key_channels" => c.key_channels = parse(key, value)?,
+            "value_channels" => c.value_channels = parse(key, value)?,
+            "scales" => c.scales = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn validate(c: &RdnConfig) -> Result<(), String> {
+        c.validate()
+    }
+
+    fn init(c: &RdnConfig, device: &Device) -> Rdn {
+        c.init(device)
+    }
+
+    fn input_channels(c: &RdnConfig) -> usize {
+        c.n_colors
+    }
+
+    fn scale(c: &RdnConfig) -> usize {
+        c.scale
+    }
+
+    fn rgb_range(c: &RdnConfig) -> f32 {
+        c.rgb_range as f32
+    }
+
+    /// Dense blocks keep G0 + C*G channels alive.
+    fn memory_shape(c: &RdnConfig) -> MemoryShape<'_> {
+        MemoryShape {
+            features: (c.g0 + c.n_layers * c.growth) as u64,
+            attention_scales: None,
+            non_local: c.non_local.map(|kind| (kind, c.scales)),
+        }
+    }
+
+    /// G0 and the colours from `SFENet1`, D, C and G from the dense blocks, the scale from
+    /// UPNet's first convolution (G * r^2 outputs).
+    fn detect(dict: &StateDict) -> Option<Result<Vec<(String, String)>, String>> {
+        let sfe = shape(dict, "SFENet1.weight")?;
+        Some((|| {
+            let blocks = count(dict, |k| {
+                k.starts_with("RDBs.") && k.ends_with(".LFF.weight")
+            });
+            let layers = count(dict, |k| {
+                k.starts_with("RDBs.0.convs.") && k.ends_with(".conv.0.weight")
+            });
+            let growth = shape(dict, "RDBs.0.convs.0.conv.0.weight")
+                .map(|g| g[0])
+                .ok_or("an RDN checkpoint needs `RDBs.0.convs.0.conv.0.weight`")?;
+            let up =
+                shape(dict, "UPNet.0.weight").ok_or("an RDN checkpoint needs `UPNet.0.weight`")?;
+            let scale = if dict.get("UPNet.4.weight").is_some() {
+                4
+            } else if dict.get("UPNet.2.weight").is_some() {
+                ((up[0] / growth.max(1)) as f64).sqrt().round() as usize
+            } else {
+                1
+            };
+            let mut settings = vec![
+                setting("n_colors", sfe[1]),
+                setting("G0", sfe[0]),
+                setting("D", blocks),
+                setting("C", layers),
+                setting("G", growth),
+                setting("scale", scale),
+            ];
+            settings.extend(host_non_locals(dict, blocks));
+            Ok(settings)
+        })())
+    }
+
+    fn flops(m: &Rdn, h: usize, w: usize) -> u64 {
+        let blocks: u64 = m
+            .RDBs
+            .iter()
+            .map(|b| {
+                b.convs
+                    .iter()
+                    .map(|c| conv_flops(&c.conv[0], h, w))
+                    .sum::<u64>()
+                    + conv_flops(&b.LFF, h, w)
+            })
+            .sum();
+        let non_locals: u64 = m
+            .non_locals
+            .iter()
+            .map(|b| non_local_layer_flops(b, h, w))
+            .sum();
+        conv_flops(&m.SFENet1, h, w)
+            + conv_flops(&m.SFENet2, h, w)
+            + blocks
+            + non_locals
+            + conv_flops(&m.GFF.0, h, w)
+            + conv_flops(&m.GFF.1, h, w)
+            + upsampler_flops(&m.UPNet, h, w).0
+    }
+
+    fn forward(m: &Rdn, x: Tensor<4>) -> Tensor<4> {
+        m.forward(x)
+    }
+
+    /// The `index`-th inserted block.
+    fn pyramid_non_local_input(
+        m: &Rdn,
+        x: Tensor<4>,
+        index: usize,
+    ) -> Option<(Tensor<4>, &PyramidNonLocal)> {
+        let block = m.non_locals.get(index)?.as_pnb()?;
+        let mut f = conv2d(&m.SFENet2, conv2d(&m.SFENet1, x));
+        for (d, rdb) in m.RDBs.iter().enumerate().take(index * m.non_local_every) {
+            if d % m.non_local_every == 0 {
+                f = m.non_locals[d / m.non_local_every].forward(f);
+            }
+            f = rdb.forward(f);
+        }
+        Some((f, block))
     }
 }

@@ -15,6 +15,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Flex};
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::streaming_attention::{self, Level, Normalisation, Problem};
 
@@ -87,15 +88,18 @@ pub(crate) fn from_vec(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex>
     Flex::float_from_data(TensorData::new(values, shape), &Default::default())
 }
 
-/// The per-sample problems over the flattened inputs, handed to `run` one at a time.
-fn for_each_sample<T>(
+/// The per-sample problems over the flattened inputs, handed to `run`, the results in sample
+/// order. A batch runs its samples side by side (each on fewer, larger query tiles), so a
+/// batch of small maps (windows of a large image, or training patches) keeps every worker busy
+/// without cutting each map into halo-heavy 8-pixel tiles; one map runs alone on all workers.
+fn for_each_sample<T: Send>(
     query: &[f32],
     query_shape: &[usize],
     keys: &[f32],
     values: &[f32],
     values_shape: &[usize],
     spec: &AttentionSpec,
-    mut run: impl FnMut(usize, &Problem) -> T,
+    run: impl Fn(usize, &Problem) -> T + Sync,
 ) -> Vec<T> {
     let [n, match_channels, height, width] = query_shape else {
         panic!("query must be [N, C', H, W], got {query_shape:?}");
@@ -123,7 +127,9 @@ fn for_each_sample<T>(
             })
             .collect()
     };
+    let tiles_wanted = (16 * streaming_attention::workers()).div_ceil(n.max(1));
     (0..n)
+        .into_par_iter()
         .map(|sample| {
             let level_keys = columns(keys, match_channels, sample);
             let level_values = columns(values, channels, sample);
@@ -149,6 +155,7 @@ fn for_each_sample<T>(
                 softmax_scale: spec.softmax_scale,
                 escape: spec.escape,
                 normalisation: spec.normalisation,
+                tiles_wanted,
             };
             run(sample, &problem)
         })

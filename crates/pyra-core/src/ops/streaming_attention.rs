@@ -78,6 +78,11 @@ pub struct Problem<'a> {
     pub levels: Vec<Level<'a>>,
     /// Block size (odd).
     pub ksize: usize,
+    /// How many query tiles the map should be cut into where tiles of side 8 or more allow:
+    /// enough to keep every worker busy. `16 x workers` for one map on its own; fewer when
+    /// several maps (a batch) run side by side, so that a small map keeps large tiles, whose
+    /// halos cost less.
+    pub tiles_wanted: usize,
     pub softmax_scale: f32,
     /// Lower bound of key block norms.
     pub escape: f32,
@@ -543,13 +548,14 @@ impl<'a> Context<'a> {
     }
 
     /// Square query tiles covering the image, as large as `budget_bytes` of halo-extended
-    /// score rows allow, and small enough that every worker gets 16 of them where the image
-    /// allows (sides down to 8): a small map (PA-EDSR's 48x48) then keeps all workers busy
-    /// with a third of the scratch per worker, and a large one is unaffected.
+    /// score rows allow, and small enough that there are [`Problem::tiles_wanted`] of them
+    /// where the image allows (sides down to 8): a small map on its own (PA-EDSR's 48x48)
+    /// then keeps all workers busy with a third of the scratch per worker, and a large one is
+    /// unaffected.
     fn tiles(&self, budget_bytes: usize) -> Vec<Rect> {
         let (height, width) = (self.problem.height, self.problem.width);
         let mut side = tile_side(self.total, self.radius, budget_bytes).min(height.max(width));
-        let wanted = 16 * workers();
+        let wanted = self.problem.tiles_wanted.max(1);
         while side > 8 && height.div_ceil(side) * width.div_ceil(side) < wanted {
             side -= 1;
         }
