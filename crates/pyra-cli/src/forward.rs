@@ -249,18 +249,10 @@ pub fn run(args: ForwardArgs) -> Result<()> {
 
 /// Every pyramid level must keep at least one pixel.
 fn check_pyramid_fits(config: &ArchConfig, h: usize, w: usize) -> Result<()> {
-    let attention = match config {
-        ArchConfig::PyramidAttention(c) => c,
-        ArchConfig::PaNet(c) => &c.attention,
-        ArchConfig::PaEdsr(c) => &c.attention,
-        ArchConfig::Edsr(_)
-        | ArchConfig::Dncnn(_)
-        | ArchConfig::Ffdnet(_)
-        | ArchConfig::Pnen(_)
-        | ArchConfig::Rdn(_)
-        | ArchConfig::MemNet(_) => return Ok(()),
+    let Some(scales) = config.memory_shape().attention_scales else {
+        return Ok(());
     };
-    for &s in &attention.scales {
+    for &s in scales {
         if scaled_len(h, s) == 0 || scaled_len(w, s) == 0 {
             bail!("a {h}x{w} input is too small for the pyramid level at scale {s} (it would have no pixels)");
         }

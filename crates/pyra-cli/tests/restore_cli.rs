@@ -334,3 +334,60 @@ fn attention_picture_has_one_row_per_pixel_and_one_column_per_level() {
     assert!(!ok && err.contains("outside the 50x40 image"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--attention-window` reaches the network: a 64x64 image in one 64-pixel tile with the
+/// attention in 16-pixel windows is the library's forward with that window, and not the
+/// global one.
+#[test]
+fn attention_window_reaches_the_network() {
+    let dir = scratch("window");
+    let weights = fixture("panet/panet_small_model_best.pt");
+    let img = synthetic(64, 64, 3);
+    let input = dir.join("in.png");
+    write_png(&img, &input, Depth::Eight).unwrap();
+    let restore = |window: &str| {
+        let out = dir.join(format!("out-{window}.png"));
+        let (ok, _, err) = pyra(&[
+            "restore",
+            s(&input),
+            s(&out),
+            "--weights",
+            s(&weights),
+            "--mode",
+            "tile",
+            "--tile",
+            "64",
+            "--overlap",
+            "8",
+            "--attention-window",
+            window,
+        ]);
+        assert!(ok, "{err}");
+        read_image(&out).unwrap()
+    };
+    let forward = |window: Option<usize>| {
+        let mut net = network(&weights);
+        net.set_attention_window(window);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                img.data.iter().map(|v| v / 255.0).collect::<Vec<_>>(),
+                [1, 3, 64, 64],
+            ),
+            &backend::cpu(),
+        );
+        Image::from_tensor_unquantized(net.forward(x), 1.0)
+    };
+    let windowed = restore("16");
+    assert_same(&windowed, &forward(Some(16)));
+    assert_same(&restore("global"), &forward(None));
+    assert_ne!(windowed.data, restore("global").data);
+    let (ok, _, err) = pyra(&[
+        "restore",
+        s(&input),
+        s(&dir.join("x.png")),
+        "--attention-window",
+        "4",
+    ]);
+    assert!(!ok && err.contains("at least 8 pixels"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

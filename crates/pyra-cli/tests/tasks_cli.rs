@@ -298,3 +298,54 @@ fn bench_bundled_sr_model_on_set14_with_its_gray_image() {
         assert!(m > b, "{name}: bicubic {b:.2}, model {m:.2}");
     }
 }
+
+/// Several `--weights` run on the same inputs: one table row per dataset and model, and each
+/// model's scores are those it gets when benched alone.
+#[test]
+fn bench_puts_several_models_in_one_table() {
+    let Some(data) = std::env::var_os("PYRA_DATA_DIR") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set PYRA_DATA_DIR"
+        );
+        eprintln!("SKIPPED: needs PYRA_DATA_DIR");
+        return;
+    };
+    let bench = PathBuf::from(data).join("bench");
+    let run = |models: &[&str]| -> (String, String) {
+        let dir = scratch("bench-several");
+        let mut args = vec![
+            "bench", "--task", "denoise", "--levels", "30", "--sets", "Set5", "--seed", "3",
+            "--data",
+        ];
+        args.push(s(&bench));
+        args.extend_from_slice(&["--out", s(&dir)]);
+        for m in models {
+            args.extend_from_slice(&["--weights", m]);
+        }
+        let (ok, out, err) = pyra(&args);
+        assert!(ok, "{err}");
+        let csv = std::fs::read_to_string(dir.join("bench.csv")).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        (out, csv)
+    };
+    let (out, csv) = run(&["pyra-dn25", "pyra-dn50"]);
+    assert!(out.contains("| dataset | model | sigma 30 |"), "{out}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| Set5 | {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"))
+            .to_string()
+    };
+    assert_ne!(row("pyra-dn25"), row("pyra-dn50"));
+    assert_eq!(csv.lines().count(), 1 + 2 * 5);
+    // Alone, pyra-dn50 scores what it scored beside pyra-dn25.
+    let (alone, _) = run(&["pyra-dn50"]);
+    let cells = |line: &str| line.rsplit('|').nth(1).unwrap().trim().to_string();
+    let alone_row = alone
+        .lines()
+        .find(|l| l.starts_with("| Set5 |"))
+        .unwrap()
+        .to_string();
+    assert_eq!(cells(&row("pyra-dn50")), cells(&alone_row), "{alone}");
+}

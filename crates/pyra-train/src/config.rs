@@ -60,16 +60,38 @@ impl Level {
     }
 }
 
+/// The noise protocol of training inputs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainProtocol {
+    /// Clipped to 0-255 and rounded to 8 bits (PANet's test inputs).
+    #[default]
+    Clip8,
+    /// Float noise, neither clipped nor rounded (DnCNN, FFDNet, PANet Table 1).
+    Float,
+    /// Each patch one or the other, even odds.
+    Mixed,
+}
+
 /// How clean images become training inputs (the papers' degradations).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TaskConfig {
-    /// Additive Gaussian noise (0-255 scale), clipped and rounded to 8 bits as PANet's inputs.
+    /// Additive Gaussian noise (0-255 scale), by default clipped and rounded to 8 bits as
+    /// PANet's inputs.
     Denoise {
         sigma: Level,
         /// Train on gray (BT.601 Y) images.
         #[serde(default)]
         gray: bool,
+        /// `clip8` (PANet), `float` (DnCNN/FFDNet: no clipping or rounding), or `mixed` (each
+        /// patch one or the other, even odds).
+        #[serde(default)]
+        protocol: TrainProtocol,
+        /// Append the noise map `σ/255` (per patch) to the input as a last channel, for
+        /// networks told the noise level (PANet-B).
+        #[serde(default)]
+        noise_map: bool,
     },
     /// IJG JPEG compression of the gray (Y) image (PANet's CAR protocol).
     Jpeg { quality: Level },
@@ -103,6 +125,17 @@ pub enum SmoothFilter {
 }
 
 impl TaskConfig {
+    /// Whether inputs carry the noise map as a last channel.
+    pub fn noise_map(&self) -> bool {
+        matches!(
+            self,
+            TaskConfig::Denoise {
+                noise_map: true,
+                ..
+            }
+        )
+    }
+
     /// Whether the images are gray.
     pub fn gray(&self) -> bool {
         match self {

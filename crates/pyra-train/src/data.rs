@@ -20,7 +20,7 @@ use pyra_tasks::smooth::Smoother;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::TaskConfig;
+use crate::config::{TaskConfig, TrainProtocol};
 
 /// A clean image kept as 8-bit planes (a quarter of the memory of f32).
 #[derive(Debug, Clone)]
@@ -144,6 +144,15 @@ impl ImageSet {
 /// Degrade a clean image as `task` does, drawing its random choices (noise level, noise seed,
 /// quality) from `rng`. Returns the network input.
 pub fn degrade(task: &TaskConfig, clean: &Image, rng: &mut ChaCha8Rng) -> Image {
+    degrade_with_level(task, clean, rng).0
+}
+
+/// [`degrade`], also returning the noise level drawn (denoising only).
+pub fn degrade_with_level(
+    task: &TaskConfig,
+    clean: &Image,
+    rng: &mut ChaCha8Rng,
+) -> (Image, Option<f64>) {
     let uniform = |rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)| {
         if hi > lo {
             rng.random_range(lo..=hi)
@@ -151,10 +160,21 @@ pub fn degrade(task: &TaskConfig, clean: &Image, rng: &mut ChaCha8Rng) -> Image 
             lo
         }
     };
-    match task {
-        TaskConfig::Denoise { sigma, .. } => {
+    let image = match task {
+        TaskConfig::Denoise {
+            sigma, protocol, ..
+        } => {
             let sigma = uniform(rng, sigma.bounds());
-            add_gaussian_noise(clean, sigma, rng.next_u64(), NoiseProtocol::Clip8)
+            let protocol = match protocol {
+                TrainProtocol::Clip8 => NoiseProtocol::Clip8,
+                TrainProtocol::Float => NoiseProtocol::Float,
+                TrainProtocol::Mixed if rng.random_range(0..2u8) == 0 => NoiseProtocol::Clip8,
+                TrainProtocol::Mixed => NoiseProtocol::Float,
+            };
+            return (
+                add_gaussian_noise(clean, sigma, rng.next_u64(), protocol),
+                Some(sigma),
+            );
         }
         TaskConfig::Jpeg { quality } => {
             let q = uniform(rng, quality.bounds()).round().clamp(1.0, 100.0) as u8;
@@ -169,7 +189,8 @@ pub fn degrade(task: &TaskConfig, clean: &Image, rng: &mut ChaCha8Rng) -> Image 
                 scale: 1.0 / *scale as f64,
             },
         ),
-    }
+    };
+    (image, None)
 }
 
 /// One batch, NCHW values scaled to the network's pixel range.
@@ -314,6 +335,7 @@ impl Sampler {
         let mut input = Vec::with_capacity(self.batch_size * channels * lr * lr);
         let mut target = Vec::with_capacity(self.batch_size * channels * p * p);
         let unit = self.rgb_range / 255.0;
+        let noise_map = self.task.noise_map();
         for _ in 0..self.batch_size {
             let index = rng.random_range(0..self.images.len());
             let image = &self.images.images[index];
@@ -330,20 +352,32 @@ impl Sampler {
                 0
             };
             let clean = image.patch(x, y, p, transform);
-            let (degraded, clean) = match self.task {
-                TaskConfig::Sr { .. } => {
-                    (self.paired[index].patch(x / s, y / s, lr, transform), clean)
+            let (degraded, clean, level) = match self.task {
+                TaskConfig::Sr { .. } => (
+                    self.paired[index].patch(x / s, y / s, lr, transform),
+                    clean,
+                    None,
+                ),
+                TaskConfig::Smooth { .. } => {
+                    (clean, self.paired[index].patch(x, y, p, transform), None)
                 }
-                TaskConfig::Smooth { .. } => (clean, self.paired[index].patch(x, y, p, transform)),
-                _ => (degrade(&self.task, &clean, &mut rng), clean),
+                _ => {
+                    let (degraded, level) = degrade_with_level(&self.task, &clean, &mut rng);
+                    (degraded, clean, level)
+                }
             };
             input.extend(degraded.data.iter().map(|v| v * unit));
+            if noise_map {
+                let level = level.unwrap_or(0.0) as f32 * unit;
+                input.extend(std::iter::repeat_n(level, lr * lr));
+            }
             target.extend(clean.data.iter().map(|v| v * unit));
         }
+        let input_channels = channels + usize::from(noise_map);
         Batch {
             step,
             input,
-            input_shape: [self.batch_size, channels, lr, lr],
+            input_shape: [self.batch_size, input_channels, lr, lr],
             target,
             target_shape: [self.batch_size, channels, p, p],
         }
@@ -503,6 +537,8 @@ mod tests {
             TaskConfig::Denoise {
                 sigma: Level::Range([10.0, 50.0]),
                 gray: false,
+                protocol: TrainProtocol::Clip8,
+                noise_map: false,
             },
             SamplerOptions {
                 patch_size: 8,

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::TaskConfig;
-use crate::data::{degrade, ImageSet};
+use crate::data::{degrade_with_level, ImageSet};
 
 /// Scores of one validation pass (means over the images).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Scores {
 /// Degraded/clean pairs and how to score them.
 pub struct Validator {
     pairs: Vec<(Image, Image)>,
+    /// The noise level each input was made with (denoising).
+    levels: Vec<Option<f64>>,
     options: MetricOptions,
 }
 
@@ -62,6 +64,7 @@ impl Validator {
     ) -> Result<Self, String> {
         let scale = task.scale();
         let mut pairs = Vec::new();
+        let mut levels = Vec::new();
         for (index, clean) in set.images.iter().take(max_images).enumerate() {
             let image = clean.to_image();
             let side_w = crop.unwrap_or(image.width).min(image.width);
@@ -78,10 +81,12 @@ impl Validator {
                 // The crop is filtered as an image of its own.
                 let filtered = smoother.apply(&target)?;
                 pairs.push((target, filtered));
+                levels.push(None);
                 continue;
             }
             let mut rng = ChaCha8Rng::seed_from_u64(0x5EED_0000 + index as u64);
-            let input = degrade(task, &target, &mut rng);
+            let (input, level) = degrade_with_level(task, &target, &mut rng);
+            levels.push(level);
             pairs.push((input, target));
         }
         if pairs.is_empty() {
@@ -89,6 +94,7 @@ impl Validator {
         }
         Ok(Self {
             pairs,
+            levels,
             options: metric_options(task),
         })
     }
@@ -124,7 +130,12 @@ impl Validator {
             device: device.clone(),
         };
         let (mut p, mut s) = (0.0, 0.0);
-        for (input, target) in &self.pairs {
+        let mut restorer = restorer;
+        for ((input, target), level) in self.pairs.iter().zip(&self.levels) {
+            // A network told the noise level gets the level this input was made with.
+            if let Some(level) = level {
+                restorer.network.set_noise_level(*level);
+            }
             let output = restorer.restore(input);
             p += psnr(target, &output, self.options)?;
             s += ssim(target, &output, self.options)?;

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::arch::{Architecture, MemoryShape};
 use super::attention::PyramidAttentionArch;
+use super::blind_panet::BlindPaNetArch;
 use super::dncnn::DncnnArch;
 use super::edsr::EdsrArch;
 use super::ffdnet::FfdnetArch;
@@ -18,8 +19,9 @@ use super::panet::PaNetArch;
 use super::pnen::PnenArch;
 use super::rdn::RdnArch;
 use super::{
-    Dncnn, DncnnConfig, Edsr, EdsrConfig, Ffdnet, FfdnetConfig, MemNet, MemNetConfig, PaEdsr,
-    PaEdsrConfig, PaNet, PaNetConfig, Pnen, PnenConfig, Rdn, RdnConfig,
+    BlindPaNet, BlindPaNetConfig, Dncnn, DncnnConfig, Edsr, EdsrConfig, Ffdnet, FfdnetConfig,
+    MemNet, MemNetConfig, PaEdsr, PaEdsrConfig, PaNet, PaNetConfig, Pnen, PnenConfig, Rdn,
+    RdnConfig,
 };
 use crate::blocks::{PyramidAttention, PyramidAttentionConfig, PyramidNonLocal};
 use crate::weights::StateDict;
@@ -249,6 +251,7 @@ registry! {
     Pnen: PnenArch, Pnen, PnenConfig;
     Rdn: RdnArch, Rdn, RdnConfig;
     MemNet: MemNetArch, MemNet, MemNetConfig;
+    BlindPaNet: BlindPaNetArch, BlindPaNet, BlindPaNetConfig;
 }
 
 impl std::str::FromStr for Arch {

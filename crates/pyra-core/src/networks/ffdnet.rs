@@ -20,6 +20,7 @@
 //! `pyra restore` sets it from `--sigma` or from the estimated level of each image.
 
 use crate::ops::fused_conv::conv2d;
+use crate::ops::sub_images::{from_sub_images, reflect_one, to_sub_images};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -123,31 +124,6 @@ pub struct Ffdnet {
     pub intermediate_dncnn: IntermediateDncnn,
     /// The noise level (0-255 scale) the noise map carries.
     pub sigma: f64,
-}
-
-/// `[N, C, H, W]` (even sides) to its 2x2 sub-images `[N, 4C, H/2, W/2]`, channel `4c + k`.
-fn to_sub_images(x: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h / 2, 2, w / 2, 2])
-        .permute([0, 1, 3, 5, 2, 4])
-        .reshape([n, 4 * c, h / 2, w / 2])
-}
-
-/// The inverse of [`to_sub_images`].
-fn from_sub_images(x: Tensor<4>) -> Tensor<4> {
-    let [n, c4, h2, w2] = x.dims();
-    let c = c4 / 4;
-    x.reshape([n, c, 2, 2, h2, w2])
-        .permute([0, 1, 4, 2, 5, 3])
-        .reshape([n, c, 2 * h2, 2 * w2])
-}
-
-/// Reflect-pad one row at the bottom (`dim` 2) or one column at the right (`dim` 3): the
-/// added line repeats the one before the last (PyTorch's `reflect`).
-fn reflect_one(x: Tensor<4>, dim: usize) -> Tensor<4> {
-    let size = x.dims()[dim];
-    let line = x.clone().narrow(dim, size - 2, 1);
-    Tensor::cat(vec![x, line], dim)
 }
 
 impl Ffdnet {

@@ -3,6 +3,7 @@
 pub mod any;
 pub mod arch;
 pub mod attention;
+pub mod blind_panet;
 pub mod body;
 pub mod cost;
 pub mod detect;
@@ -17,6 +18,7 @@ pub mod rdn;
 
 pub use any::{AnyNetwork, Arch, ArchConfig};
 pub use arch::{Architecture, MemoryShape};
+pub use blind_panet::{BlindPaNet, BlindPaNetConfig, MiddleBlock};
 pub use body::BodyLayer;
 pub use detect::{detect, Detected};
 pub use dncnn::{Dncnn, DncnnConfig};

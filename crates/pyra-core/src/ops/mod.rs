@@ -8,6 +8,7 @@ pub mod fused_conv;
 pub mod isa;
 pub mod patches;
 pub mod streaming_attention;
+pub mod sub_images;
 
 pub use bicubic::{resize, Interp};
 pub use patches::{extract_patches, paste_patches, same_padding};
