@@ -57,7 +57,8 @@ mod tests {
         // Channel k = 2 dy + dx holds pixels (2i + dy, 2j + dx).
         let sub = to_sub_images(x.clone())
             .into_data()
-            .try_to_vec::<f32>().unwrap();
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(&sub[..4], &[0.0, 2.0, 8.0, 10.0]);
         assert_eq!(&sub[4..8], &[1.0, 3.0, 9.0, 11.0]);
         assert_eq!(&sub[12..], &[5.0, 7.0, 13.0, 15.0]);
