@@ -344,10 +344,15 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                     )
                 });
                 let device = device.clone();
-                models.get(bundled.name, move || {
+                let entry = models.get(bundled.name, move || {
                     let model = pyra_infer::open::open_bundled(bundled, &device)?;
                     Ok((model.config, model.network))
-                })?
+                })?;
+                // A blind model is told the level.
+                if entry.0.takes_noise_level() {
+                    entry.1.network.set_noise_level(sigma);
+                }
+                entry
             }
         };
         let config = config.clone();

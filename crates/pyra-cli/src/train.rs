@@ -13,7 +13,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "preset")]
     config: Option<PathBuf>,
     /// A built-in recipe: panet-dn, panet-s-dn, panet-dm, panet-car, paedsr-x2/x3/x4, and the
-    /// bundled models' pyra-dn25, pyra-dn50, pyra-sr2.
+    /// bundled models' pyra-dn25, pyra-dn50, pyra-sr2, and pyra-blind (in training).
     #[arg(long)]
     preset: Option<String>,
     /// Override a setting, `section.key=value` (TOML value), e.g. `optim.steps=1000` or

@@ -14,6 +14,8 @@ pub struct BundledModel {
     pub bytes: &'static [u8],
     /// For a denoiser trained at one noise level: that sigma (0-255 scale).
     pub sigma: Option<f64>,
+    /// For a blind denoiser, told the level: the range of sigma it was trained on.
+    pub sigma_range: Option<(f64, f64)>,
 }
 
 /// Every bundled model.
@@ -23,18 +25,21 @@ pub const BUNDLED: &[BundledModel] = &[
         summary: "colour denoising, Gaussian noise sigma 25 (0-255 scale)",
         bytes: include_bytes!("../../../models/pyra-dn25.safetensors"),
         sigma: Some(25.0),
+        sigma_range: None,
     },
     BundledModel {
         name: "pyra-dn50",
         summary: "colour denoising, Gaussian noise sigma 50 (0-255 scale)",
         bytes: include_bytes!("../../../models/pyra-dn50.safetensors"),
         sigma: Some(50.0),
+        sigma_range: None,
     },
     BundledModel {
         name: "pyra-sr2",
         summary: "x2 super-resolution of bicubic-downscaled colour images",
         bytes: include_bytes!("../../../models/pyra-sr2.safetensors"),
         sigma: None,
+        sigma_range: None,
     },
 ];
 
@@ -50,10 +55,17 @@ impl BundledModel {
     }
 }
 
-/// The bundled denoiser for noise of `sigma` (0-255 scale): the one trained at the nearest
-/// level (a model trained at a higher level than the noise removes more than is there, one
-/// at a lower level leaves some; nearest is what their PSNR at each level favours).
+/// The bundled denoiser for noise of `sigma` (0-255 scale): a blind one whose training range
+/// covers it (it is then told the level), else the one trained at the nearest level (a model
+/// trained at a higher level than the noise removes more than is there, one at a lower level
+/// leaves some; nearest is what their PSNR at each level favours).
 pub fn denoiser_for(sigma: f64) -> &'static BundledModel {
+    if let Some(blind) = BUNDLED.iter().find(|m| {
+        m.sigma_range
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&sigma))
+    }) {
+        return blind;
+    }
     BUNDLED
         .iter()
         .filter(|m| m.sigma.is_some())

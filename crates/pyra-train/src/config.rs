@@ -383,6 +383,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("pyra-dn25", include_str!("../../../configs/pyra-dn25.toml")),
     ("pyra-dn50", include_str!("../../../configs/pyra-dn50.toml")),
     ("pyra-sr2", include_str!("../../../configs/pyra-sr2.toml")),
+    (
+        "pyra-blind",
+        include_str!("../../../configs/pyra-blind.toml"),
+    ),
     ("pnen-l0", include_str!("../../../configs/pnen-l0.toml")),
     ("pnen-wmf", include_str!("../../../configs/pnen-wmf.toml")),
     ("pnen-sd", include_str!("../../../configs/pnen-sd.toml")),

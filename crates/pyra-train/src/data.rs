@@ -568,6 +568,46 @@ mod tests {
         }
     }
 
+    /// With a noise map, each patch's last input channel is its sigma / 255; with mixed
+    /// protocols some patches keep float noise (values past 0-255 or between levels) and
+    /// some are clipped and rounded.
+    #[test]
+    fn noise_maps_and_mixed_protocols_reach_the_batch() {
+        let base = sampler(2);
+        let mixed = Sampler {
+            task: TaskConfig::Denoise {
+                sigma: Level::Range([10.0, 50.0]),
+                gray: false,
+                protocol: TrainProtocol::Mixed,
+                noise_map: true,
+            },
+            batch_size: 32,
+            ..base
+        };
+        let batch = mixed.batch(7);
+        assert_eq!(batch.input_shape, [32, 4, 8, 8]);
+        let plane = 64;
+        let (mut clipped, mut float) = (0, 0);
+        for sample in batch.input.chunks_exact(4 * plane) {
+            let (image, map) = sample.split_at(3 * plane);
+            let level = map[0] * 255.0;
+            assert!((10.0..=50.0).contains(&level), "{level}");
+            assert!(map.iter().all(|&v| v == map[0]));
+            // Pixels on 8-bit levels in [0, 1] for clipped patches only.
+            let on_levels = image.iter().all(|&v| {
+                (0.0..=1.0).contains(&v) && ((v * 255.0) - (v * 255.0).round()).abs() < 1e-3
+            });
+            if on_levels {
+                clipped += 1;
+            } else {
+                float += 1;
+            }
+        }
+        assert!(clipped > 4 && float > 4, "{clipped} clipped, {float} float");
+        // The clean target has three channels.
+        assert_eq!(batch.target_shape, [32, 3, 8, 8]);
+    }
+
     #[test]
     fn the_eight_transforms_are_distinct_permutations() {
         let s = sampler(1);

@@ -206,6 +206,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Input pixels per pixel of the map its attention sees.
+            pub fn attention_stride(&self) -> usize {
+                match self {
+                    $(Self::$variant(m) => $spec::attention_stride(m),)*
+                }
+            }
+
             /// The smallest input side the network accepts (pyramid attention needs every
             /// pyramid level to keep a pixel; most networks take any size).
             pub fn min_input_side(&self) -> usize {
@@ -291,10 +298,13 @@ impl ArchConfig {
 }
 
 impl AnyNetwork {
-    /// Make the network's pyramid attention attend within `t x t` windows of its input
-    /// (`Some(t)`) or over the whole map (`None`, the official computation); see
-    /// [`crate::blocks::window`]. `false` for networks without pyramid attention.
+    /// Make the network's pyramid attention attend within windows of `t x t` input pixels
+    /// (`Some(t)`; on a map at half resolution, windows of `t/2`) or over the whole map
+    /// (`None`, the official computation); see [`crate::blocks::window`]. `false` for
+    /// networks without pyramid attention.
     pub fn set_attention_window(&mut self, window: Option<usize>) -> bool {
+        let stride = self.attention_stride().max(1);
+        let window = window.map(|t| (t / stride).max(1));
         let attentions = self.attentions_mut();
         let found = !attentions.is_empty();
         for attention in attentions {

@@ -88,6 +88,10 @@ pub trait Architecture {
     fn attentions_mut(_network: &mut Self::Network) -> Vec<&mut PyramidAttention> {
         Vec::new()
     }
+    /// Input pixels per pixel of the map the attention sees (PANet-B: 2).
+    fn attention_stride(_network: &Self::Network) -> usize {
+        1
+    }
     /// The smallest input side the network accepts.
     fn min_input_side(_network: &Self::Network) -> usize {
         1

@@ -321,6 +321,10 @@ impl Architecture for BlindPaNetArch {
             .collect()
     }
 
+    fn attention_stride(_: &BlindPaNet) -> usize {
+        2
+    }
+
     /// The attention's levels need pixels at half resolution.
     fn min_input_side(m: &BlindPaNet) -> usize {
         Self::attentions(m)
