@@ -20,7 +20,7 @@
 //! `pyra restore` sets it from `--sigma` or from the estimated level of each image.
 
 use crate::ops::fused_conv::conv2d;
-use crate::ops::sub_images::{from_sub_images, reflect_one, to_sub_images};
+use crate::ops::sub_images::{from_sub_images, pad_to_even, to_sub_images};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -145,13 +145,7 @@ impl Ffdnet {
     /// The denoised image (pixels on [0, 1]), any size of at least 2x2.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
-        let mut padded = x;
-        if h % 2 == 1 {
-            padded = reflect_one(padded, 2);
-        }
-        if w % 2 == 1 {
-            padded = reflect_one(padded, 3);
-        }
+        let padded = pad_to_even(x);
         let denoised = padded.clone() - from_sub_images(self.noise(padded));
         denoised.narrow(2, 0, h).narrow(3, 0, w)
     }
@@ -252,6 +246,7 @@ impl Architecture for FfdnetArch {
 mod tests {
     use super::*;
     use crate::backend::default_device;
+    use crate::ops::sub_images::reflect_one;
     use burn::tensor::TensorData;
 
     #[test]
