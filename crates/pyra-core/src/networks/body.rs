@@ -75,6 +75,20 @@ pub fn body_flops(body: &[BodyLayer], h: usize, w: usize) -> u64 {
         .sum()
 }
 
+/// FLOPs of an SR trunk (EDSR, PA-EDSR) on an `h x w` input: head, body, upsampler, last
+/// conv at the output size.
+pub fn sr_trunk_flops(
+    head: &Conv2d,
+    body: &[BodyLayer],
+    tail: &(crate::blocks::Upsampler, Conv2d),
+    h: usize,
+    w: usize,
+) -> u64 {
+    use super::cost::{conv_flops, upsampler_flops};
+    let (up, hh, ww) = upsampler_flops(&tail.0, h, w);
+    conv_flops(head, h, w) + body_flops(body, h, w) + up + conv_flops(&tail.1, hh, ww)
+}
+
 /// The body's pyramid attention blocks.
 pub fn body_attentions(body: &[BodyLayer]) -> Vec<&PyramidAttention> {
     body.iter()

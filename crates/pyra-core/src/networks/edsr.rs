@@ -10,8 +10,7 @@ use burn::nn::Relu;
 use burn::tensor::{Device, Tensor};
 
 use super::arch::{parse, positive, Architecture, MemoryShape};
-use super::body::{body_flops, residual_body, run_body, BodyLayer, TrunkKeys};
-use super::cost::{conv_flops, upsampler_flops};
+use super::body::{residual_body, run_body, sr_trunk_flops, BodyLayer, TrunkKeys};
 use crate::blocks::upsampler::{supported_scale, upsample, upsampler};
 use crate::blocks::{default_conv, Activation, MeanShift, Upsampler};
 use crate::weights::StateDict;
@@ -148,11 +147,7 @@ impl Architecture for EdsrArch {
     }
 
     fn flops(m: &Edsr, h: usize, w: usize) -> u64 {
-        let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
-        conv_flops(&m.head[0], h, w)
-            + body_flops(&m.body, h, w)
-            + up
-            + conv_flops(&m.tail.1, hh, ww)
+        sr_trunk_flops(&m.head[0], &m.body, &m.tail, h, w)
     }
 
     fn forward(m: &Edsr, x: Tensor<4>) -> Tensor<4> {

@@ -15,10 +15,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::arch::{parse, positive, set_attention, Architecture, MemoryShape};
 use super::body::{
-    body_attention_input, body_attentions, body_attentions_mut, body_flops, residual_body,
-    run_body, BodyLayer, TrunkKeys,
+    body_attention_input, body_attentions, body_attentions_mut, residual_body, run_body,
+    sr_trunk_flops, BodyLayer, TrunkKeys,
 };
-use super::cost::{conv_flops, upsampler_flops};
 use crate::blocks::upsampler::{supported_scale, upsample, upsampler};
 use crate::blocks::{
     default_conv, Activation, MeanShift, PyramidAttention, PyramidAttentionConfig, Upsampler,
@@ -183,11 +182,7 @@ impl Architecture for PaEdsrArch {
     }
 
     fn flops(m: &PaEdsr, h: usize, w: usize) -> u64 {
-        let (up, hh, ww) = upsampler_flops(&m.tail.0, h, w);
-        conv_flops(&m.head[0], h, w)
-            + body_flops(&m.body, h, w)
-            + up
-            + conv_flops(&m.tail.1, hh, ww)
+        sr_trunk_flops(&m.head[0], &m.body, &m.tail, h, w)
     }
 
     fn forward(m: &PaEdsr, x: Tensor<4>) -> Tensor<4> {
