@@ -53,6 +53,9 @@ pub enum RunMode {
     Whole,
     /// Official recursive quadrant split.
     Chop,
+    /// Whole image, pyramid attention in windows (what `pyra restore` plans for an image
+    /// that fits in memory).
+    Window,
 }
 
 #[derive(Args, Debug)]
@@ -89,9 +92,15 @@ pub struct BenchArgs {
     /// Noise seed (the same for every image).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// How images go through the model (default: chop for attention networks, else whole).
+    /// How images go through the model (default: window for networks with pyramid
+    /// attention, as `pyra restore` runs them; chop for other attention networks (PNB);
+    /// else whole). `--mode chop` is the official test protocol of PANet and PNEN.
     #[arg(long, value_enum)]
     mode: Option<RunMode>,
+    /// Side of the attention windows in input pixels for `--mode window` (default: the
+    /// planner's window of the network, as in `pyra restore`).
+    #[arg(long, value_name = "N")]
+    attention_window: Option<usize>,
     /// Name of the model in the table (one model only; default: the file name, the bundled
     /// models' names, or `identity`).
     #[arg(long)]
@@ -163,13 +172,40 @@ fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Re
             model::open(weights, args.arch.as_deref(), &args.settings, &device)?
         };
         entry.channels = config.input_channels();
-        let mode = match args.mode.unwrap_or(if config.has_attention() {
+        let mut network = network;
+        let windows = network.supports_attention_window();
+        let run_mode = args.mode.unwrap_or(if windows {
+            RunMode::Window
+        } else if config.has_attention() {
             RunMode::Chop
         } else {
             RunMode::Whole
-        }) {
+        });
+        if args.attention_window.is_some() && run_mode != RunMode::Window {
+            bail!("--attention-window goes with --mode window");
+        }
+        let mode = match run_mode {
             RunMode::Whole => Mode::Whole,
             RunMode::Chop => Mode::Chop(ChopOptions::official(config.scale())),
+            RunMode::Window => {
+                if !windows {
+                    bail!("--mode window: this model has no pyramid attention");
+                }
+                let window = match args.attention_window {
+                    Some(n) if n < 8 => bail!("--attention-window: at least 8 pixels"),
+                    Some(n) => n,
+                    None => pyra_infer::plan::attention_window(&network)
+                        .expect("a network with pyramid attention has a window"),
+                };
+                network.set_attention_window(Some(window));
+                let who = if bundled_each {
+                    key.to_string()
+                } else {
+                    weights.display().to_string()
+                };
+                eprintln!("{who}: attention in {window}x{window} windows");
+                Mode::Whole
+            }
         };
         if args.task == Task::Sr && levels.iter().any(|&s| s as usize != config.scale()) {
             bail!(

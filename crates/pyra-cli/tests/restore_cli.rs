@@ -391,3 +391,74 @@ fn attention_window_reaches_the_network() {
     assert!(!ok && err.contains("at least 8 pixels"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `pyra bench --mode window` scores the whole-image forward with the attention in windows
+/// (as `pyra restore` plans it), `--mode whole` the global one; both checked against forwards
+/// of the network on the same noisy image.
+#[test]
+fn bench_window_mode_scores_the_windowed_forward() {
+    use pyra_tasks::degrade::{add_gaussian_noise, NoiseProtocol};
+    use pyra_tasks::metrics::{psnr, MetricOptions};
+    let dir = scratch("bench-window");
+    let weights = fixture("panet/panet_small_model_best.pt");
+    let clean = synthetic(64, 64, 3);
+    std::fs::create_dir_all(dir.join("Tiny")).unwrap();
+    write_png(&clean, &dir.join("Tiny/a.png"), Depth::Eight).unwrap();
+    let bench = |extra: &[&str]| -> f64 {
+        let out = dir.join("out");
+        let mut args = vec![
+            "bench", "--task", "denoise", "--levels", "30", "--seed", "3", "--sets", "Tiny",
+            "--data",
+        ];
+        args.push(s(&dir));
+        args.extend_from_slice(&["--weights", s(&weights), "--out", s(&out)]);
+        args.extend_from_slice(extra);
+        let (ok, _, err) = pyra(&args);
+        assert!(ok, "{err}");
+        let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
+        let row = csv.lines().nth(1).unwrap().to_string();
+        row.split(',').nth(4).unwrap().parse().unwrap()
+    };
+    let noisy = add_gaussian_noise(&clean, 30.0, 3, NoiseProtocol::Clip8);
+    let expected = |window: Option<usize>| {
+        let mut net = network(&weights);
+        net.set_attention_window(window);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                noisy.data.iter().map(|v| v / 255.0).collect::<Vec<_>>(),
+                [1, 3, 64, 64],
+            ),
+            &backend::cpu(),
+        );
+        let out = Image::from_tensor(net.forward(x), 1.0);
+        let plain = MetricOptions {
+            y_channel: false,
+            shave: 0,
+        };
+        psnr(&clean, &out, plain).unwrap()
+    };
+    let windowed = bench(&["--mode", "window", "--attention-window", "16"]);
+    let whole = bench(&["--mode", "whole"]);
+    assert!((windowed - expected(Some(16))).abs() < 1e-4, "{windowed}");
+    assert!((whole - expected(None)).abs() < 1e-4, "{whole}");
+    assert_ne!(windowed, whole);
+    let (ok, _, err) = pyra(&[
+        "bench",
+        "--task",
+        "denoise",
+        "--levels",
+        "30",
+        "--sets",
+        "Tiny",
+        "--data",
+        s(&dir),
+        "--weights",
+        s(&weights),
+        "--mode",
+        "chop",
+        "--attention-window",
+        "16",
+    ]);
+    assert!(!ok && err.contains("goes with --mode window"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -356,6 +356,10 @@ pub struct OutputSection {
     /// Save `checkpoint_latest.safetensors` every this many steps.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Also export the weights at these steps as `model_step<N>.safetensors` (kept, never
+    /// overwritten): the twin runs of an ablation are compared with this run at one step.
+    #[serde(default)]
+    pub snapshots: Vec<u64>,
 }
 
 impl Default for OutputSection {
@@ -364,6 +368,7 @@ impl Default for OutputSection {
             dir: None,
             log_every: default_log_every(),
             checkpoint_every: default_checkpoint_every(),
+            snapshots: Vec::new(),
         }
     }
 }

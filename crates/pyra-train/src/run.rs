@@ -501,6 +501,15 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
                 write_plots(&dir, &log, &validation_log)?;
             }
         }
+        if config.output.snapshots.contains(&done) {
+            export_weights(
+                &trainer.weights(),
+                &config.model.arch,
+                &config.settings_text(),
+                done,
+                &dir.join(format!("model_step{done}.safetensors")),
+            )?;
+        }
         if done.is_multiple_of(config.output.checkpoint_every.max(1)) {
             save(&trainer, best_psnr, elapsed)?;
             saved_at = done;

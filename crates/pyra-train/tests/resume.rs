@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use pyra_core::weights::StateDict;
 use pyra_tasks::image::{write_png, Depth, Image};
 use pyra_train::checkpoint::Checkpoint;
 use pyra_train::{parse_run, train, RunOptions, Stop};
@@ -63,6 +64,7 @@ max_images = 1
 dir = "{}"
 log_every = 1
 checkpoint_every = 100
+snapshots = [4]
 "#,
         data.display(),
         out.display()
@@ -122,6 +124,16 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     assert_eq!(a.best_psnr, b.best_psnr);
     assert_eq!(losses(&split), losses(&whole), "loss curves differ");
     assert_eq!(losses(&split).len(), 8);
+    // The snapshot at step 4 was written by the stopped leg and by the straight run alike,
+    // and it is not the final model.
+    let read = |dir: &Path, file: &str| StateDict::read(dir.join(file)).unwrap();
+    let snapshot = |dir: &Path| read(dir, "model_step4.safetensors");
+    assert!(
+        snapshot(&split) == snapshot(&whole),
+        "step-4 snapshots differ"
+    );
+    assert!(snapshot(&split) != read(&split, "model_latest.safetensors"));
+    assert!(!split.join("model_step8.safetensors").exists());
     // The run moved away from its initial weights and validation ran.
     let validation = std::fs::read_to_string(split.join("validation.csv")).unwrap();
     assert_eq!(validation.lines().count(), 1 + 3, "{validation}");
