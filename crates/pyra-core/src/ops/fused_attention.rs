@@ -5,7 +5,9 @@
 //! burn 0.22 routes a custom operation through a backend extension: the trait below is
 //! implemented for the Flex CPU backend (the kernels work on `f32` slices) and for
 //! `Autodiff<Flex>`, which records the operation with its hand-written backward. Other
-//! backends do not have it; [`supports`] says whether a device does.
+//! backends do not have it; [`supports`] says whether a device does. `PYRA_ATTENTION=whole`
+//! turns it off, so the blocks fall back to the official whole-map formulation (for
+//! comparisons: what the kernel buys a training run).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -49,9 +51,12 @@ pub trait FusedAttentionBackend: Backend {
 }
 
 /// Whether [`fused_pyramid_attention`] runs on `device` (the Flex CPU backend, with or without
-/// autodiff).
+/// autodiff) and `PYRA_ATTENTION=whole` does not turn it off.
 pub fn supports(device: &Device) -> bool {
-    device == &Device::flex() || device == &Device::flex().autodiff()
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| !matches!(std::env::var("PYRA_ATTENTION").as_deref(), Ok("whole")));
+    enabled && (device == &Device::flex() || device == &Device::flex().autodiff())
 }
 
 /// See [`FusedAttentionBackend::fused_pyramid_attention`]; differentiable with respect to all
