@@ -259,6 +259,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             entries.push(open_entry(&args, w, &levels)?);
         }
     }
+    // Files of the same name (model_best of two runs) are told apart by their folder.
+    let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    for (i, entry) in entries.iter_mut().enumerate() {
+        let clash = names.iter().filter(|n| **n == names[i]).count() > 1;
+        let folder = weights[i]
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|f| f.to_string_lossy().into_owned());
+        if let (true, Some(folder)) = (clash, folder) {
+            entry.name = format!("{folder}/{}", names[i]);
+        }
+    }
     let single_name = args.name.clone().unwrap_or_else(|| match entries.first() {
         None => "identity".into(),
         Some(e) => e.name.clone(),

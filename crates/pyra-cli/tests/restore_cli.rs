@@ -460,5 +460,32 @@ fn bench_window_mode_scores_the_windowed_forward() {
         "16",
     ]);
     assert!(!ok && err.contains("goes with --mode window"), "{err}");
+    // Two runs' files of the same name get their folder's name in the table.
+    for run in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(run)).unwrap();
+        std::fs::copy(&weights, dir.join(run).join("m.pt")).unwrap();
+    }
+    let (ok, out, err) = pyra(&[
+        "bench",
+        "--task",
+        "denoise",
+        "--levels",
+        "30",
+        "--sets",
+        "Tiny",
+        "--data",
+        s(&dir),
+        "--weights",
+        s(&dir.join("a/m.pt")),
+        "--weights",
+        s(&dir.join("b/m.pt")),
+        "--out",
+        s(&dir.join("out")),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("| Tiny | a/m |") && out.contains("| Tiny | b/m |"),
+        "{out}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
