@@ -11,13 +11,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pyra_core::backend;
 use pyra_tasks::image::{read_image, write_png, Depth, Image};
 
 use crate::model;
 
 #[derive(Args, Debug)]
 pub struct AttentionArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// The (degraded) input image the network would restore.
     input: PathBuf,
     /// The PNG to write.
@@ -61,7 +62,7 @@ fn colormap(t: f32) -> [f32; 3] {
 }
 
 pub fn run(args: AttentionArgs) -> Result<()> {
-    let device = backend::default_device();
+    let device = args.device.select()?;
     let (config, network) =
         model::open(&args.weights, args.arch.as_deref(), &args.settings, &device)?;
     let image = read_image(&args.input)?;

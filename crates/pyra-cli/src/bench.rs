@@ -60,6 +60,8 @@ pub enum RunMode {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     #[arg(long, value_enum)]
     task: Task,
     /// Folder holding the benchmark sets (e.g. ../shared/data/bench).
@@ -233,6 +235,7 @@ fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Re
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    args.device.select()?;
     let levels: Vec<f64> = match args.task {
         Task::Mosaic => vec![0.0],
         _ if args.levels.is_empty() => bail!("--levels is required for {:?}", args.task),

@@ -60,6 +60,8 @@ const WORKLOADS: [(&str, &str, bool); 10] = [
 
 #[derive(Args, Debug)]
 pub struct BenchSpeedArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// Workloads to run, comma-separated (default: all but pa-256, which takes minutes).
     /// `all` runs every one.
     #[arg(long, value_delimiter = ',')]
@@ -422,7 +424,8 @@ fn run_pyra(exe: &std::path::Path, name: &str, args: &BenchSpeedArgs) -> Result<
         .args(["bench-speed", "--child", name, "--repeat"])
         .arg(args.repeat.to_string())
         .arg("--warmup")
-        .arg(args.warmup.to_string());
+        .arg(args.warmup.to_string())
+        .args(args.device.to_args());
     if let Some(threads) = args.threads {
         command.env("RAYON_NUM_THREADS", threads.to_string());
     }
@@ -504,7 +507,14 @@ pub fn run(args: BenchSpeedArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if args.child.is_none() {
+        args.device.select()?;
+    }
     if let Some(name) = &args.child {
+        // The parent printed the device; the child only chooses it.
+        if let Some(choice) = args.device.device {
+            pyra_core::backend::select(choice).map_err(anyhow::Error::msg)?;
+        }
         let m = run_workload(name, (args.warmup, args.repeat))?;
         println!("{}", serde_json::to_string(&m)?);
         return Ok(());

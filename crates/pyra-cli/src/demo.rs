@@ -28,6 +28,8 @@ pub enum DemoTask {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     #[arg(long, value_enum, default_value_t = DemoTask::Denoise)]
     task: DemoTask,
     /// Noise level for denoising: 25 or 50 (the bundled denoisers).
@@ -66,6 +68,7 @@ fn side_by_side(images: &[&Image]) -> Image {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
+    args.device.select()?;
     let clean = match &args.image {
         Some(path) => read_image(path)?,
         None => decode_image(SAMPLE, "the bundled sample")?,

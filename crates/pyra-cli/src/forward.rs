@@ -31,6 +31,8 @@ const SAMPLE_TENSORS: &[u8] = include_bytes!("../../../fixtures/panet/panet_smal
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// pyramid-attention, panet, paedsr or edsr.
     #[arg(long)]
     arch: Option<String>,
@@ -93,6 +95,7 @@ fn sample_job() -> Result<Job> {
 }
 
 pub fn run(args: ForwardArgs) -> Result<()> {
+    args.device.select()?;
     let sample = args.arch.is_none()
         && args.input.is_none()
         && args.weights.is_none()

@@ -7,6 +7,7 @@ mod bench_speed;
 mod convert;
 mod degrade;
 mod demo;
+mod device;
 mod eval;
 mod files;
 mod forward;

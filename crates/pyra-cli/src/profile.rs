@@ -22,6 +22,8 @@ use crate::report::{format_bytes, peak_rss_bytes};
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// A network architecture (panet, paedsr, edsr, dncnn, pnen, rdn, memnet, ...).
     #[arg(long, conflicts_with_all = ["weights", "block"])]
     arch: Option<String>,
@@ -216,6 +218,7 @@ fn print_table(rows: &[Profile]) {
 }
 
 pub fn run(args: ProfileArgs) -> Result<()> {
+    args.device.select()?;
     if args.compare.is_empty() {
         let row = profile_one(&args)?;
         if args.json {

@@ -17,7 +17,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use pyra_core::backend;
 use pyra_core::networks::ArchConfig;
 use pyra_infer::memory::{default_budget, estimate_forward_bytes, largest_tile};
 use pyra_infer::plan::{format_seconds, plan as plan_passes, Rates};
@@ -66,6 +65,8 @@ fn parse_window(text: &str) -> Result<AttentionWindow, String> {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// An image or a folder of images (degraded).
     input: PathBuf,
     /// The output PNG, or a folder.
@@ -217,7 +218,7 @@ impl Models {
 }
 
 pub fn run(args: RestoreArgs) -> Result<()> {
-    let device = backend::default_device();
+    let device = args.device.select()?;
     if let Some(sigma) = args.sigma {
         if !(0.0..=255.0).contains(&sigma) {
             bail!("--sigma {sigma}: the noise level is a standard deviation on the 0-255 scale");

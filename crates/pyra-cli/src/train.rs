@@ -9,6 +9,8 @@ use pyra_train::{config, train, RunOptions, Stop};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// The run's configuration file (TOML).
     #[arg(long, conflicts_with = "preset")]
     config: Option<PathBuf>,
@@ -43,6 +45,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    args.device.select()?;
     let run = match (&args.config, &args.preset) {
         (Some(path), _) => config::read_run(path, &args.overrides).map_err(anyhow::Error::msg)?,
         (None, Some(name)) => {

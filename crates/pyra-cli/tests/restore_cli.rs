@@ -403,7 +403,7 @@ fn bench_window_mode_scores_the_windowed_forward() {
     let weights = fixture("panet/panet_small_model_best.pt");
     let clean = synthetic(64, 64, 3);
     std::fs::create_dir_all(dir.join("Tiny")).unwrap();
-    write_png(&clean, &dir.join("Tiny/a.png"), Depth::Eight).unwrap();
+    write_png(&clean, dir.join("Tiny/a.png"), Depth::Eight).unwrap();
     let bench = |extra: &[&str]| -> f64 {
         let out = dir.join("out");
         let mut args = vec![

@@ -1,29 +1,133 @@
 //! The tensor backend: burn 0.22 selects it at run time through the `Device` value. Pyra's
 //! code takes a `Device` everywhere and never names a backend; this module picks the default.
 //!
-//! - CPU: burn's pure-Rust Flex backend (always compiled).
-//! - GPU: burn's CUDA backend, compiled in with the `cuda` cargo feature and used by default
-//!   when present (no nvcc needed at build time).
+//! - CPU: burn's pure-Rust Flex backend (always compiled), with Pyra's own convolution and
+//!   attention kernels.
+//! - GPU, `gpu` cargo feature: burn's Vulkan backend (wgpu with SPIR-V shaders, through
+//!   cubecl). It builds without a network beyond the crate registry, and runs on any Vulkan
+//!   driver, Mesa's software lavapipe included (what CI tests it on).
+//! - GPU, `cuda` cargo feature: burn's CUDA backend (its build downloads an LLVM bundle; see
+//!   the README).
 //!
-//! `BURN_DEVICE`, burn's own environment variable, still overrides the choice.
+//! A build with a GPU backend computes on the GPU by default. [`select`] (the commands'
+//! `--device cpu|gpu`) or `BURN_DEVICE` (`cpu`/`flex`, `gpu`/`vulkan`/`cuda`) chooses.
+
+use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
-/// The device Pyra runs on by default: CUDA when compiled in, else Flex.
+/// Where a command computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The Flex CPU backend.
+    Cpu,
+    /// The GPU backend compiled in (`gpu`: Vulkan, `cuda`: CUDA).
+    Gpu,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            "gpu" | "vulkan" | "cuda" => Ok(DeviceChoice::Gpu),
+            _ => Err(format!("unknown device `{text}` (expected cpu or gpu)")),
+        }
+    }
+}
+
+static SELECTED: OnceLock<DeviceChoice> = OnceLock::new();
+
+/// Whether a GPU backend is compiled in.
+pub fn gpu_compiled() -> bool {
+    cfg!(any(feature = "gpu", feature = "cuda"))
+}
+
+/// The name of the compiled GPU backend, `None` without one.
+pub fn gpu_backend_name() -> Option<&'static str> {
+    if cfg!(feature = "cuda") {
+        Some("CUDA")
+    } else if cfg!(feature = "gpu") {
+        Some("Vulkan")
+    } else {
+        None
+    }
+}
+
+/// Makes `choice` the device of [`default_device`] for the rest of the process, and checks
+/// that it can compute: a GPU choice in a build without a GPU backend, or on a machine whose
+/// driver offers no adapter, is an error (one line, for the user). Returns the device's
+/// description ([`describe`]). Only the first call of a process chooses.
+pub fn select(choice: DeviceChoice) -> Result<String, String> {
+    if choice == DeviceChoice::Gpu && !gpu_compiled() {
+        return Err(
+            "this build has no GPU backend: build with `--features gpu` (Vulkan) or \
+             `--features cuda`, or use --device cpu"
+                .into(),
+        );
+    }
+    let chosen = *SELECTED.get_or_init(|| choice);
+    let device = device_of(chosen);
+    describe(&device)
+}
+
+/// What `BURN_DEVICE` asks for, if it is set to a known name.
+fn from_environment() -> Option<DeviceChoice> {
+    std::env::var("BURN_DEVICE").ok()?.parse().ok()
+}
+
+/// The device Pyra runs on: what [`select`] chose, else `BURN_DEVICE`, else the GPU when a
+/// GPU backend is compiled in, else the CPU.
 pub fn default_device() -> Device {
+    device_of(default_choice())
+}
+
+/// The choice behind [`default_device`].
+pub fn default_choice() -> DeviceChoice {
+    if let Some(choice) = SELECTED.get() {
+        return *choice;
+    }
+    match from_environment() {
+        Some(DeviceChoice::Gpu) if gpu_compiled() => DeviceChoice::Gpu,
+        Some(_) => DeviceChoice::Cpu,
+        None if gpu_compiled() => DeviceChoice::Gpu,
+        None => DeviceChoice::Cpu,
+    }
+}
+
+fn device_of(choice: DeviceChoice) -> Device {
+    match choice {
+        DeviceChoice::Cpu => Device::flex(),
+        DeviceChoice::Gpu => gpu(),
+    }
+}
+
+/// The GPU device of the compiled GPU backend (the first adapter the driver offers). Falls
+/// back to the CPU in a build without one.
+pub fn gpu() -> Device {
     #[cfg(feature = "cuda")]
     {
         Device::cuda(0)
     }
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(all(feature = "gpu", not(feature = "cuda")))]
+    {
+        Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)
+    }
+    #[cfg(not(any(feature = "gpu", feature = "cuda")))]
     {
         Device::flex()
     }
 }
 
-/// Whether [`default_device`] is the CPU (no GPU backend compiled in).
+/// Whether [`default_device`] is the CPU.
 pub fn default_is_cpu() -> bool {
-    !cfg!(feature = "cuda")
+    default_choice() == DeviceChoice::Cpu
+}
+
+/// Whether `device` is the Flex CPU backend (with or without autodiff).
+pub fn is_cpu(device: &Device) -> bool {
+    device == &Device::flex() || device == &Device::flex().autodiff()
 }
 
 /// The CPU device (Flex), whatever else is compiled in.
@@ -34,4 +138,56 @@ pub fn cpu() -> Device {
 /// `device` with automatic differentiation enabled (for training and gradient checks).
 pub fn with_autodiff(device: Device) -> Device {
     device.autodiff()
+}
+
+/// One line naming where `device` computes: `CPU (Flex): <model>` or `Vulkan GPU: <adapter>`.
+/// Opening a GPU that is not there is an error, not a panic.
+pub fn describe(device: &Device) -> Result<String, String> {
+    if is_cpu(device) {
+        return Ok(format!("CPU (Flex): {}", cpu_model()));
+    }
+    let backend = gpu_backend_name().unwrap_or("GPU");
+    let name = open_quietly(device)
+        .map_err(|why| format!("no {backend} device could be opened ({why}); use --device cpu"))?;
+    Ok(format!("{backend} GPU: {name}"))
+}
+
+/// The adapter's name, opening the device; a panic of the driver layer becomes an error.
+#[cfg(any(feature = "gpu", feature = "cuda"))]
+fn open_quietly(device: &Device) -> Result<String, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| device.identity().map(|i| i.name));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Some(name)) => Ok(name),
+        Ok(None) => Ok("unnamed device".into()),
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the driver failed".into())
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()),
+    }
+}
+
+#[cfg(not(any(feature = "gpu", feature = "cuda")))]
+fn open_quietly(_device: &Device) -> Result<String, String> {
+    Err("this build has no GPU backend".into())
+}
+
+/// The CPU's model name as /proc/cpuinfo gives it, with the instruction set Pyra's kernels
+/// use.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find(|l| l.split(':').next().map(str::trim) == Some("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {}", crate::ops::isa::isa().name())
 }

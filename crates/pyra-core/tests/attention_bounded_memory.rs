@@ -172,3 +172,58 @@ fn streaming_backward_equals_the_whole_map_backward() {
         }
     }
 }
+
+/// The chunked forward with recomputed weights (the GPU's training path, written in burn's
+/// tensor operations) against the whole-map forward that burn's autodiff differentiates:
+/// output, input gradient and every parameter gradient, for chunks of 1 row, 7 rows (uneven)
+/// and the whole map, key strides 1 and 2, one and five levels.
+#[test]
+fn recomputed_backward_equals_the_whole_map_backward() {
+    let device = backend::with_autodiff(backend::cpu());
+    for (stride, levels) in [(1, 5), (2, 5), (1, 1)] {
+        let block = PyramidAttentionConfig::new()
+            .with_channel(8)
+            .with_stride(stride)
+            .with_res_scale(0.5)
+            .with_levels(levels)
+            .init(&device);
+        let x = input_for(&block, [2, 8, 11, 9], &device).require_grad();
+        let weights = Tensor::<4>::random([2, 8, 11, 9], Distribution::Normal(0.0, 1.0), &device);
+        let run = |out: Tensor<4>| {
+            let value = (out.clone() * weights.clone()).sum();
+            let grads = value.backward();
+            let input = x.grad(&grads).expect("input gradient");
+            (out, input, gradients_of(&block, &grads))
+        };
+        let (whole, whole_input, whole_params) = run(block.forward_whole(x.clone()));
+        let blocks: usize = block
+            .level_sizes(11, 9)
+            .iter()
+            .map(|(a, b)| a.div_ceil(stride) * b.div_ceil(stride))
+            .sum();
+        for rows in [1usize, 7, 99] {
+            let budget = 2 * rows * blocks * 4;
+            let (out, input, params) = run(block.forward_recomputed(x.clone(), budget));
+            let case = format!("stride={stride} levels={levels} rows={rows}");
+            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                assert_eq!(a.len(), b.len());
+                let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let d = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(d < 1e-4 * scale, "{case} {what}: {d} (scale {scale})");
+            };
+            let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+            close(values(whole.clone()), values(out), "output");
+            close(values(whole_input.clone()), values(input), "input gradient");
+            assert_eq!(whole_params.len(), params.len(), "{case}");
+            for reference in &whole_params.tensors {
+                let ours = params
+                    .get(&reference.name)
+                    .unwrap_or_else(|| panic!("{case}: no gradient for {}", reference.name));
+                close(reference.to_f32(), ours.to_f32(), &reference.name);
+            }
+        }
+    }
+}

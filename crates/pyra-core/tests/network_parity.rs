@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use pyra_core::backend;
+use pyra_core::burn::tensor::Device;
 use pyra_core::networks::{PaEdsrConfig, PaNetConfig};
 use pyra_core::ops::Interp;
 use pyra_core::weights::{gradients_of, load_state_dict, LoadOptions, StateDict};
@@ -22,8 +23,14 @@ fn panet_small_config(interp: Interp) -> PaNetConfig {
 
 #[test]
 fn panet_forward_and_backward_both_interpolations() {
+    for device in devices() {
+        panet_forward_and_backward_both_interpolations_on(&device);
+    }
+}
+
+fn panet_forward_and_backward_both_interpolations_on(base: &Device) {
     let dict = read("panet_small.safetensors");
-    let device = backend::with_autodiff(backend::cpu());
+    let device = backend::with_autodiff(base.clone());
     let allow_extra = LoadOptions {
         allow_extra: true,
         ..Default::default()
@@ -105,10 +112,16 @@ fn panet_forward_and_backward_both_interpolations() {
 
 #[test]
 fn panet_official_checkpoint_loads_strictly() {
+    for device in devices() {
+        panet_official_checkpoint_loads_strictly_on(&device);
+    }
+}
+
+fn panet_official_checkpoint_loads_strictly_on(base: &Device) {
     let dict = StateDict::read(committed("panet_small_model_best.pt")).unwrap();
     assert_eq!(dict.len(), 30, "official PANet-2 state dict has 30 keys");
     let reference = read("panet_small.safetensors");
-    let device = backend::cpu();
+    let device = base.clone();
     for (interp, out_key) in [
         (Interp::Modern, "output"),
         (Interp::Legacy, "output_legacy"),
@@ -140,8 +153,14 @@ fn panet_official_checkpoint_loads_strictly() {
 
 #[test]
 fn paedsr_x2_x3_x4_from_float16_checkpoints() {
+    for device in devices() {
+        paedsr_x2_x3_x4_from_float16_checkpoints_on(&device);
+    }
+}
+
+fn paedsr_x2_x3_x4_from_float16_checkpoints_on(base: &Device) {
     let reference = read("paedsr_small.safetensors");
-    let device = backend::cpu();
+    let device = base.clone();
     for scale in [2, 3, 4] {
         let Some(path) = large_fixture(&format!("paedsr_small_x{scale}_model_best.pt")) else {
             return;

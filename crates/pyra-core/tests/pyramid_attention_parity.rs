@@ -42,8 +42,14 @@ fn fixture_module(
 }
 
 fn check_soft(file: &str, interp: Interp) {
+    for device in devices() {
+        check_soft_on(file, interp, &device);
+    }
+}
+
+fn check_soft_on(file: &str, interp: Interp, base: &Device) {
     let dict = read(file);
-    let device = backend::with_autodiff(backend::cpu());
+    let device = backend::with_autodiff(base.clone());
     let module = fixture_module(&dict, true, interp, &device);
     let input = tensor4(dict.require("input").unwrap(), &device).require_grad();
     let grad_output = tensor4(dict.require("grad_output").unwrap(), &device);
@@ -112,9 +118,15 @@ fn soft_attention_legacy_forward_and_backward() {
 
 #[test]
 fn matching_scores_before_softmax() {
+    for device in devices() {
+        matching_scores_before_softmax_on(&device);
+    }
+}
+
+fn matching_scores_before_softmax_on(base: &Device) {
     // debug.softmax_input_b0: [1, L, H, W] scores times softmax_scale, patch index level-major.
     let dict = read("pa_module_modern.safetensors");
-    let device = backend::cpu();
+    let device = base.clone();
     let module = fixture_module(&dict, true, Interp::Modern, &device);
     let input = tensor4(dict.require("input").unwrap(), &device);
     let [_, _, h, w] = input.dims();
@@ -146,8 +158,14 @@ fn matching_scores_before_softmax() {
 
 #[test]
 fn hard_attention_both_interpolations() {
+    for device in devices() {
+        hard_attention_both_interpolations_on(&device);
+    }
+}
+
+fn hard_attention_both_interpolations_on(base: &Device) {
     let dict = read("pa_module_hard.safetensors");
-    let device = backend::cpu();
+    let device = base.clone();
     for (interp, key) in [
         (Interp::Modern, "output"),
         (Interp::Legacy, "output_legacy"),
@@ -173,9 +191,15 @@ fn hard_attention_both_interpolations() {
 
 #[test]
 fn interpolation_modes_really_differ() {
+    for device in devices() {
+        interpolation_modes_really_differ_on(&device);
+    }
+}
+
+fn interpolation_modes_really_differ_on(base: &Device) {
     // Guards against a mode switch that silently does nothing.
     let dict = read("pa_module_modern.safetensors");
-    let device = backend::cpu();
+    let device = base.clone();
     let input = tensor4(dict.require("input").unwrap(), &device);
     let legacy = fixture_module(&dict, true, Interp::Legacy, &device).forward(input.clone());
     let modern = fixture_module(&dict, true, Interp::Modern, &device).forward(input);

@@ -103,7 +103,11 @@ pub fn estimate_training_step_bytes(
             // Level maps, keys and values, with their gradients, per sample; shared scratch.
             streaming_scratch(scales, height, width, features) + batch * blocks * features * 4 * 4
         } else {
-            batch * pixels * blocks * 4 * 3
+            // The recomputed chunks: a few score-sized arrays of one chunk, plus the block
+            // columns of queries, keys and values (C/2·9, C/2·9 and C·9 rows) and their
+            // gradients, per sample.
+            let chunk = (SCORE_CHUNK_BYTES as u64).min(batch * pixels * blocks * 4);
+            4 * chunk + batch * (pixels + 2 * blocks) * features * 9 * 4 * 2
         }
     });
     let non_local = 2 * batch * non_local_bytes(config, height, width);

@@ -40,6 +40,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::conv::{basic_block, basic_block_1x1, BasicBlock};
+use crate::ops::chunked_attention::{chunked_attention, ChunkSpec};
 use crate::ops::fused_attention::{self, fused_pyramid_attention, AttentionSpec};
 use crate::ops::streaming_attention::Normalisation;
 use crate::ops::{extract_patches, paste_patches, resize, Interp};
@@ -183,14 +184,18 @@ struct Pyramid {
 impl PyramidAttention {
     /// `out = paste(Σ softmax(f·ĝ) θ) / 4 + res_scale · x`.
     ///
-    /// Three ways to the same numbers, picked by where `x` lives:
+    /// Ways to the same numbers, picked by where `x` lives ([`Path::for_device`]):
     /// - on the Flex CPU backend with key stride 1, inference and training: the fused streaming
     ///   kernel ([`PyramidAttention::forward_streaming`]), 9x fewer multiply-adds, bounded
     ///   memory, with its own tiled backward;
     /// - inference elsewhere (GPU, strided keys): the score map [`SCORE_CHUNK_BYTES`] at a time
     ///   over the query pixels ([`PyramidAttention::forward_chunked`]);
-    /// - training elsewhere: the whole `[H*W, L]` map of block products, which burn's autodiff
-    ///   differentiates ([`PyramidAttention::forward_whole`]).
+    /// - training elsewhere, soft attention: the same chunks with a backward that recomputes
+    ///   each chunk's weights ([`PyramidAttention::forward_recomputed`]), so the `[H*W, L]`
+    ///   map never exists; hard attention: the whole map of block products, which burn's
+    ///   autodiff differentiates ([`PyramidAttention::forward_whole`]).
+    ///
+    /// `PYRA_ATTENTION=whole|chunked|recomputed|streaming` forces one (for comparisons).
     ///
     /// With [`PyramidAttention::window`] set, each window of the input goes through that
     /// forward on its own (as one batch).
@@ -203,13 +208,11 @@ impl PyramidAttention {
 
     /// The forward over the whole map, whatever [`PyramidAttention::window`] says.
     pub fn forward_global(&self, x: Tensor<4>) -> Tensor<4> {
-        let device = x.device();
-        if fused_attention::supports(&device) && self.stride == 1 {
-            self.forward_streaming(x, STREAM_TILE_BYTES)
-        } else if device.is_autodiff() {
-            self.forward_whole(x)
-        } else {
-            self.forward_chunked(x, SCORE_CHUNK_BYTES)
+        match Path::for_device(&x.device(), self.stride, self.average) {
+            Path::Streaming => self.forward_streaming(x, STREAM_TILE_BYTES),
+            Path::Whole => self.forward_whole(x),
+            Path::Chunked => self.forward_chunked(x, SCORE_CHUNK_BYTES),
+            Path::Recomputed => self.forward_recomputed(x, SCORE_CHUNK_BYTES),
         }
     }
 
@@ -255,6 +258,33 @@ impl PyramidAttention {
             chunks.push(self.normalise(scores).matmul(values.clone())); // [N, len, C * k²]
         }
         let blocks = Tensor::cat(chunks, 1).swap_dims(1, 2);
+        let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
+        reconstruction + x.mul_scalar(self.res_scale)
+    }
+
+    /// The forward of [`PyramidAttention::forward_chunked`] (query blocks against all key
+    /// blocks, `chunk_bytes` of scores at a time) as one recorded operation whose backward
+    /// recomputes each chunk's weights ([`crate::ops::chunked_attention`]): training in
+    /// bounded memory on any backend. Soft attention only (hard attention's arg-max has no
+    /// gradient to recompute; it trains through [`PyramidAttention::forward_whole`]).
+    pub fn forward_recomputed(&self, x: Tensor<4>, chunk_bytes: usize) -> Tensor<4> {
+        assert!(
+            self.average,
+            "the recomputed forward is for soft attention; hard attention trains whole"
+        );
+        let [_, _, height, width] = x.dims();
+        let pyramid = self.pyramid(x.clone());
+        // f(x_{δ(i)}) as columns [N, C/r * k², H*W].
+        let query = extract_patches(
+            basic_block(&self.conv_match_L_base, x.clone()),
+            self.ksize,
+            1,
+        );
+        let spec = ChunkSpec {
+            scale: self.softmax_scale as f32,
+            budget_bytes: chunk_bytes,
+        };
+        let blocks = chunked_attention(query, pyramid.keys, pyramid.values, spec);
         let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
         reconstruction + x.mul_scalar(self.res_scale)
     }
@@ -432,5 +462,50 @@ impl PyramidAttention {
                 }
             })
             .collect()
+    }
+}
+
+/// The formulations of [`PyramidAttention::forward_global`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// [`PyramidAttention::forward_streaming`] (Flex only, key stride 1).
+    Streaming,
+    /// [`PyramidAttention::forward_whole`].
+    Whole,
+    /// [`PyramidAttention::forward_chunked`].
+    Chunked,
+    /// [`PyramidAttention::forward_recomputed`] (soft attention).
+    Recomputed,
+}
+
+impl Path {
+    /// The formulation for `device`: `PYRA_ATTENTION` where it names one that applies, else
+    /// the streaming kernel on Flex, else chunks (inference), recomputed chunks (soft
+    /// training) or the whole map (hard training).
+    pub fn for_device(device: &Device, stride: usize, average: bool) -> Path {
+        static FORCED: std::sync::OnceLock<Option<Path>> = std::sync::OnceLock::new();
+        let forced = *FORCED.get_or_init(|| match std::env::var("PYRA_ATTENTION").ok()?.as_str() {
+            "whole" => Some(Path::Whole),
+            "chunked" => Some(Path::Chunked),
+            "recomputed" => Some(Path::Recomputed),
+            "streaming" => Some(Path::Streaming),
+            _ => None,
+        });
+        let streams = fused_attention::supports(device) && stride == 1;
+        match forced {
+            Some(Path::Streaming) if streams => return Path::Streaming,
+            Some(Path::Recomputed) if average => return Path::Recomputed,
+            Some(path @ (Path::Whole | Path::Chunked)) => return path,
+            _ => {}
+        }
+        if streams {
+            Path::Streaming
+        } else if !device.is_autodiff() {
+            Path::Chunked
+        } else if average {
+            Path::Recomputed
+        } else {
+            Path::Whole
+        }
     }
 }

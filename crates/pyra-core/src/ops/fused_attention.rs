@@ -5,9 +5,7 @@
 //! burn 0.22 routes a custom operation through a backend extension: the trait below is
 //! implemented for the Flex CPU backend (the kernels work on `f32` slices) and for
 //! `Autodiff<Flex>`, which records the operation with its hand-written backward. Other
-//! backends do not have it; [`supports`] says whether a device does. `PYRA_ATTENTION=whole`
-//! turns it off, so the blocks fall back to the official whole-map formulation (for
-//! comparisons: what the kernel buys a training run).
+//! backends do not have it; [`supports`] says whether a device does.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

@@ -1,6 +1,7 @@
 //! Tensor operations the blocks are written in, on top of burn.
 
 pub mod bicubic;
+pub mod chunked_attention;
 pub mod conv_direct;
 pub mod conv_kernel;
 pub mod fused_attention;

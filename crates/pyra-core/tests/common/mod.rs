@@ -106,3 +106,28 @@ pub fn assert_close<const D: usize>(
         "{what}: relative difference {err:e} > {tolerance:e}"
     );
 }
+
+/// The devices every parity test runs on: the CPU (Flex), and in a build with a GPU backend
+/// (`--features gpu`: Vulkan) the GPU. A GPU build on a machine whose driver offers no adapter
+/// says so and tests the CPU only, unless `PYRA_REQUIRE_GPU` is set (CI, on lavapipe), where
+/// that is a failure.
+pub fn devices() -> Vec<Device> {
+    let mut devices = vec![pyra_core::backend::cpu()];
+    if pyra_core::backend::gpu_compiled() {
+        let gpu = pyra_core::backend::gpu();
+        match pyra_core::backend::describe(&gpu) {
+            Ok(name) => {
+                eprintln!("also testing on {name}");
+                devices.push(gpu);
+            }
+            Err(why) => {
+                assert!(
+                    std::env::var_os("PYRA_REQUIRE_GPU").is_none(),
+                    "PYRA_REQUIRE_GPU is set but {why}"
+                );
+                eprintln!("SKIPPED on the GPU: {why}");
+            }
+        }
+    }
+    devices
+}
