@@ -112,7 +112,7 @@ pub fn gpu() -> Device {
     }
     #[cfg(all(feature = "gpu", not(feature = "cuda")))]
     {
-        Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
     }
     #[cfg(not(any(feature = "gpu", feature = "cuda")))]
     {
