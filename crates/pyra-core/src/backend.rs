@@ -3,9 +3,11 @@
 //!
 //! - CPU: burn's pure-Rust Flex backend (always compiled), with Pyra's own convolution and
 //!   attention kernels.
-//! - GPU, `gpu` cargo feature: burn's Vulkan backend (wgpu with SPIR-V shaders, through
-//!   cubecl). It builds without a network beyond the crate registry, and runs on any Vulkan
-//!   driver, Mesa's software lavapipe included (what CI tests it on).
+//! - GPU, `gpu` cargo feature: burn's wgpu backend (cubecl's WGSL shaders, which wgpu's naga
+//!   turns into SPIR-V on Vulkan). It builds without a network beyond the crate registry.
+//!   burn's `vulkan` feature (cubecl's own SPIR-V compiler) builds too, but Debian 12's
+//!   lavapipe (Mesa 22.3.6) segfaults compiling its first shader (`create_compute_pipeline`);
+//!   the WGSL route runs there (the official PANet forward matches to 8e-7).
 //! - GPU, `cuda` cargo feature: burn's CUDA backend (its build downloads an LLVM bundle; see
 //!   the README).
 //!
