@@ -56,6 +56,17 @@ fn input_for(
     panic!("no input without near-ties in 50 draws");
 }
 
+/// `a` and `b` agree to 1e-4 of the larger of 1 and `a`'s largest magnitude.
+fn close_to(a: &[f32], b: &[f32], case: &str, what: &str) {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let d = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(d < 1e-4 * scale, "{case} {what}: {d} (scale {scale})");
+}
+
 #[test]
 fn chunked_attention_equals_the_whole_map() {
     let device = backend::cpu();
@@ -145,15 +156,7 @@ fn streaming_backward_equals_the_whole_map_backward() {
             let budget = 3 * (side + 2 * r).pow(2) * blocks * 4;
             let (out, input, params) = run(block.forward_streaming(x.clone(), budget));
             let case = format!("average={average} ksize={ksize} levels={levels} side={side}");
-            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-                assert_eq!(a.len(), b.len());
-                let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let d = a
-                    .iter()
-                    .zip(&b)
-                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(d < 1e-4 * scale, "{case} {what}: {d} (scale {scale})");
-            };
+            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| close_to(&a, &b, &case, what);
             let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
             close(values(whole.clone()), values(out), "output");
             close(values(whole_input.clone()), values(input), "input gradient");
@@ -205,15 +208,7 @@ fn recomputed_backward_equals_the_whole_map_backward() {
             let budget = 2 * rows * blocks * 4;
             let (out, input, params) = run(block.forward_recomputed(x.clone(), budget));
             let case = format!("stride={stride} levels={levels} rows={rows}");
-            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-                assert_eq!(a.len(), b.len());
-                let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                let d = a
-                    .iter()
-                    .zip(&b)
-                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(d < 1e-4 * scale, "{case} {what}: {d} (scale {scale})");
-            };
+            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| close_to(&a, &b, &case, what);
             let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
             close(values(whole.clone()), values(out), "output");
             close(values(whole_input.clone()), values(input), "input gradient");
