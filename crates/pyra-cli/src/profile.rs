@@ -5,6 +5,11 @@
 //! high-water mark is reset just before (`/proc/self/clear_refs`), read after, and the
 //! resident size before is subtracted. `--compare` measures each candidate in a fresh child
 //! process, so memory freed by one measurement cannot hide another's.
+//!
+//! On a GPU, the device's allocator is read too: its reservation after the first forward minus
+//! before it. The pools keep freed pages for reuse, so this is the forward's high-water mark of
+//! device memory (on lavapipe, device memory is host memory and shows in the resident set as
+//! well).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,10 +17,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pyra_core::backend;
-use pyra_core::blocks::NonLocalKind;
+use pyra_core::blocks::{NonLocalKind, PyramidAttentionConfig};
 use pyra_core::burn::module::Module;
-use pyra_core::burn::tensor::{Distribution, Tensor};
-use pyra_core::networks::cost::{forward_flops, non_local_layer_flops};
+use pyra_core::burn::tensor::{Device, Distribution, Tensor};
+use pyra_core::networks::cost::{forward_flops, non_local_layer_flops, pyramid_attention_flops};
 
 use crate::model;
 use crate::report::{format_bytes, peak_rss_bytes};
@@ -30,7 +35,8 @@ pub struct ProfileArgs {
     /// A checkpoint or bundled model (architecture detected).
     #[arg(long, conflicts_with = "block")]
     weights: Option<PathBuf>,
-    /// A non-local block on its own: pnb, nlb or apnb.
+    /// A non-local block on its own: pnb, nlb, apnb, or pa (PANet's pyramid attention, its
+    /// paper settings at --channels, in the formulation the device uses for inference).
     #[arg(long)]
     block: Option<String>,
     /// KEY=VALUE settings of the architecture; for --block: key_channels, value_channels,
@@ -62,6 +68,9 @@ struct Profile {
     gflops: f64,
     median_ms: f64,
     peak_extra_bytes: Option<u64>,
+    /// GPU only: the device allocator's reservation grown over the first forward.
+    #[serde(default)]
+    device_peak_bytes: Option<u64>,
 }
 
 fn parse_size(size: &str) -> Result<(usize, usize)> {
@@ -115,27 +124,76 @@ fn parameters<M: Module>(module: &M) -> usize {
         .sum()
 }
 
+/// What [`measure`] measured.
+struct Measured {
+    median_ms: f64,
+    /// Resident-set growth over the first run.
+    peak: Option<u64>,
+    /// Device-allocator reservation growth over the first run (GPU devices).
+    device_peak: Option<u64>,
+}
+
 /// Time `forward` `repeat` times; the first run's memory growth is the peak.
-fn measure(repeat: usize, forward: impl Fn()) -> (f64, Option<u64>) {
+fn measure(repeat: usize, device: &Device, forward: impl Fn()) -> Measured {
+    let reserved = || {
+        (!backend::is_cpu(device))
+            .then(|| device.memory_pool_usage())
+            .flatten()
+            .map(|u| u.bytes_reserved)
+    };
+    let device_before = reserved();
     let before = resident_bytes();
     let resettable = reset_peak();
     let mut times = Vec::new();
-    for _ in 0..repeat.max(1) {
+    let mut device_peak = None;
+    for run in 0..repeat.max(1) {
         let t0 = Instant::now();
         forward();
         times.push(t0.elapsed().as_secs_f64() * 1e3);
+        if run == 0 {
+            device_peak = match (device_before, reserved()) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                _ => None,
+            };
+        }
     }
     times.sort_by(f64::total_cmp);
     let peak = match (resettable, before, peak_rss_bytes()) {
         (true, Some(b), Some(p)) => Some(p.saturating_sub(b)),
         _ => None,
     };
-    (times[times.len() / 2], peak)
+    Measured {
+        median_ms: times[times.len() / 2],
+        peak,
+        device_peak,
+    }
 }
 
 fn profile_one(args: &ProfileArgs) -> Result<Profile> {
     let (w, h) = parse_size(&args.size)?;
     let device = backend::default_device();
+    if args.block.as_deref() == Some("pa") {
+        if !args.settings.is_empty() {
+            bail!("--block pa takes no --set (it has the paper's settings at --channels)");
+        }
+        let block = PyramidAttentionConfig::new()
+            .with_channel(args.channels)
+            .init(&device);
+        let input = [1, args.channels, h, w];
+        let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
+        let m = measure(args.repeat, &device, || {
+            let _ = block.forward(x.clone()).into_data();
+        });
+        return Ok(Profile {
+            name: "pyramid attention".into(),
+            input,
+            parameters: parameters(&block),
+            gflops: pyramid_attention_flops(&block, h, w) as f64 / 1e9,
+            median_ms: m.median_ms,
+            peak_extra_bytes: m.peak,
+            device_peak_bytes: m.device_peak,
+        });
+    }
     if let Some(block) = &args.block {
         let kind: NonLocalKind = block.parse().map_err(anyhow::Error::msg)?;
         let settings = model::parse_settings(&args.settings)?;
@@ -154,7 +212,7 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
         let layer = kind.init(args.channels, m, n, s, &device);
         let input = [1, args.channels, h, w];
         let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
-        let (median_ms, peak) = measure(args.repeat, || {
+        let measured = measure(args.repeat, &device, || {
             let _ = layer.forward(x.clone()).into_data();
         });
         return Ok(Profile {
@@ -165,8 +223,9 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
             input,
             parameters: parameters(&layer),
             gflops: non_local_layer_flops(&layer, h, w) as f64 / 1e9,
-            median_ms,
-            peak_extra_bytes: peak,
+            median_ms: measured.median_ms,
+            peak_extra_bytes: measured.peak,
+            device_peak_bytes: measured.device_peak,
         });
     }
     let (config, network, name) = match (&args.arch, &args.weights) {
@@ -179,11 +238,11 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
             let (config, network) = model::open(weights, None, &args.settings, &device)?;
             (config, network, weights.display().to_string())
         }
-        _ => bail!("give --arch NAME, --weights FILE, --block pnb|nlb|apnb or --compare"),
+        _ => bail!("give --arch NAME, --weights FILE, --block pnb|nlb|apnb|pa or --compare"),
     };
     let input = [1, config.input_channels(), h, w];
     let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
-    let (median_ms, peak) = measure(args.repeat, || {
+    let measured = measure(args.repeat, &device, || {
         let _ = network.forward(x.clone()).into_data();
     });
     Ok(Profile {
@@ -191,19 +250,34 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
         input,
         parameters: parameters(&network),
         gflops: forward_flops(&network, h, w) as f64 / 1e9,
-        median_ms,
-        peak_extra_bytes: peak,
+        median_ms: measured.median_ms,
+        peak_extra_bytes: measured.peak,
+        device_peak_bytes: measured.device_peak,
     })
 }
 
 fn print_table(rows: &[Profile]) {
+    let device = rows.iter().any(|r| r.device_peak_bytes.is_some());
     println!(
-        "| module | input | parameters | GFLOPs | time (median) | peak memory over the input |"
+        "| module | input | parameters | GFLOPs | time (median) | peak memory over the input |{}",
+        if device {
+            " device memory reserved |"
+        } else {
+            ""
+        }
     );
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "|---|---|---:|---:|---:|---:|{}",
+        if device { "---:|" } else { "" }
+    );
     for r in rows {
+        let device_cell = match (device, r.device_peak_bytes) {
+            (false, _) => String::new(),
+            (true, Some(b)) => format!(" {} |", format_bytes(b)),
+            (true, None) => " n/a |".into(),
+        };
         println!(
-            "| {} | {}x{}x{}x{} | {} | {:.3} | {:.1} ms | {} |",
+            "| {} | {}x{}x{}x{} | {} | {:.3} | {:.1} ms | {} |{device_cell}",
             r.name,
             r.input[0],
             r.input[1],

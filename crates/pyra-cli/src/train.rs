@@ -11,6 +11,16 @@ use pyra_train::{config, train, RunOptions, Stop};
 pub struct TrainArgs {
     #[command(flatten)]
     pub device: crate::device::DeviceArgs,
+    /// Data-parallel training: one copy of the model per device, each computing its share
+    /// of every batch, e.g. `cuda:0,cuda:1` or `gpu:0,gpu:1` (gradients averaged on the
+    /// host; untested on more than one real GPU, see the README).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "device"
+    )]
+    devices: Vec<pyra_core::backend::DeviceSpec>,
     /// The run's configuration file (TOML).
     #[arg(long, conflicts_with = "preset")]
     config: Option<PathBuf>,
@@ -44,8 +54,26 @@ pub struct TrainArgs {
     memory_budget: Option<u64>,
 }
 
+/// The devices of a data-parallel run (each described on stderr), or none: the device of
+/// `--device`.
+fn select_devices(args: &TrainArgs) -> Result<Vec<pyra_core::burn::tensor::Device>> {
+    let Some(first) = args.devices.first() else {
+        args.device.select()?;
+        return Ok(Vec::new());
+    };
+    pyra_core::backend::select(first.choice).map_err(anyhow::Error::msg)?;
+    let mut devices = Vec::new();
+    for (i, spec) in args.devices.iter().enumerate() {
+        let device = spec.device().map_err(anyhow::Error::msg)?;
+        let line = pyra_core::backend::describe(&device).map_err(anyhow::Error::msg)?;
+        eprintln!("device {i}: {line}");
+        devices.push(device);
+    }
+    Ok(devices)
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
-    args.device.select()?;
+    let devices = select_devices(&args)?;
     let run = match (&args.config, &args.preset) {
         (Some(path), _) => config::read_run(path, &args.overrides).map_err(anyhow::Error::msg)?,
         (None, Some(name)) => {
@@ -77,6 +105,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         progress: !args.quiet,
         handle_interrupt: true,
         memory_budget: args.memory_budget.map(|mib| mib << 20),
+        devices,
     };
     eprintln!(
         "training {} ({}) for {} steps into {}",

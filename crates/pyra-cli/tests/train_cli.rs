@@ -2,28 +2,10 @@
 
 mod common;
 
-use common::{pyra, pyra_status, s, scratch};
+use common::{photo, pyra, pyra_status, run_losses, s, scratch};
 
 use pyra_tasks::degrade::{add_gaussian_noise, NoiseProtocol};
-use pyra_tasks::image::{read_image, write_png, Depth, Image};
-
-fn photo(i: usize) -> Image {
-    let (w, h) = (48, 40);
-    let mut data = Vec::new();
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                let disc = if (x as i32 - 20).pow(2) + (y as i32 - 18).pow(2) < 120 {
-                    90.0
-                } else {
-                    0.0
-                };
-                data.push(((x * 2 + y * 3 + c * 30 + i * 11) % 140) as f32 + disc);
-            }
-        }
-    }
-    Image::new(w, h, 3, data)
-}
+use pyra_tasks::image::{read_image, write_png, Depth};
 
 #[test]
 fn a_short_run_writes_everything_and_its_weights_restore() {
@@ -114,6 +96,27 @@ log_every = 1
     assert!(ok, "{stderr}");
     assert!(stderr.contains("attention=false"), "{stderr}");
     assert_eq!(read_image(dir.join("restored.png")).unwrap().width, 48);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn data_parallel_training_follows_the_single_device_run() {
+    let dir = scratch("parallel");
+    let single = run_losses(&dir.join("single"), &["--device", "cpu"]);
+    let parallel = run_losses(&dir.join("parallel"), &["--devices", "cpu,cpu"]);
+    assert_eq!(single.len(), 3);
+    for (a, b) in single.iter().zip(&parallel) {
+        assert!((a - b).abs() <= 1e-4 * a, "{single:?} vs {parallel:?}");
+    }
+    // A list naming a GPU in this CPU build, or more devices than patches, is refused.
+    let (ok, _, stderr) = pyra(&["train", "--preset", "pyra-dn25", "--devices", "cpu,gpu:1"]);
+    if !pyra_core::backend::gpu_compiled() {
+        assert!(!ok && stderr.contains("no GPU backend"), "{stderr}");
+        let (ok, _, stderr) = pyra(&["forward", "--device", "gpu"]);
+        assert!(!ok && stderr.contains("no GPU backend"), "{stderr}");
+    }
+    let (ok, _, stderr) = pyra(&["train", "--preset", "pyra-dn25", "--devices", "cpu:3"]);
+    assert!(!ok && stderr.contains("one CPU device"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

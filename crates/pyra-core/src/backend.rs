@@ -39,6 +39,51 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// One device of a data-parallel list (`pyra train --devices cuda:0,cuda:1`): `cpu`, or
+/// `gpu`/`cuda`/`vulkan` with an optional `:N`. Without an index, the GPU of [`gpu`]; with
+/// one, CUDA device N (the `cuda` build) or the N-th discrete adapter (the `gpu` build).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub choice: DeviceChoice,
+    pub index: Option<usize>,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, index) = match text.split_once(':') {
+            Some((name, index)) => {
+                let index = index
+                    .parse()
+                    .map_err(|_| format!("device `{text}`: `{index}` is not a device index"))?;
+                (name, Some(index))
+            }
+            None => (text, None),
+        };
+        let choice: DeviceChoice = name.parse()?;
+        if choice == DeviceChoice::Cpu && index.is_some_and(|i| i > 0) {
+            return Err(format!("device `{text}`: there is one CPU device, `cpu`"));
+        }
+        Ok(DeviceSpec { choice, index })
+    }
+}
+
+impl DeviceSpec {
+    /// The device, or why this build cannot compute on it.
+    pub fn device(self) -> Result<Device, String> {
+        match (self.choice, self.index) {
+            (DeviceChoice::Cpu, _) => Ok(Device::flex()),
+            (DeviceChoice::Gpu, _) if !gpu_compiled() => Err(NO_GPU_BACKEND.into()),
+            (DeviceChoice::Gpu, None) => Ok(gpu()),
+            (DeviceChoice::Gpu, Some(index)) => Ok(gpu_at(index)),
+        }
+    }
+}
+
+const NO_GPU_BACKEND: &str = "this build has no GPU backend: build with `--features gpu` \
+     (Vulkan) or `--features cuda`, or use --device cpu";
+
 static SELECTED: OnceLock<DeviceChoice> = OnceLock::new();
 
 /// Whether a GPU backend is compiled in.
@@ -63,11 +108,7 @@ pub fn gpu_backend_name() -> Option<&'static str> {
 /// description ([`describe`]). Only the first call of a process chooses.
 pub fn select(choice: DeviceChoice) -> Result<String, String> {
     if choice == DeviceChoice::Gpu && !gpu_compiled() {
-        return Err(
-            "this build has no GPU backend: build with `--features gpu` (Vulkan) or \
-             `--features cuda`, or use --device cpu"
-                .into(),
-        );
+        return Err(NO_GPU_BACKEND.into());
     }
     let chosen = *SELECTED.get_or_init(|| choice);
     let device = device_of(chosen);
@@ -118,6 +159,24 @@ pub fn gpu() -> Device {
     }
     #[cfg(not(any(feature = "gpu", feature = "cuda")))]
     {
+        Device::flex()
+    }
+}
+
+/// GPU number `index` of the compiled GPU backend: CUDA device `index`, or the `index`-th
+/// discrete adapter of wgpu. The CPU in a build without a GPU backend.
+pub fn gpu_at(index: usize) -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(index)
+    }
+    #[cfg(all(feature = "gpu", not(feature = "cuda")))]
+    {
+        Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
+    }
+    #[cfg(not(any(feature = "gpu", feature = "cuda")))]
+    {
+        let _ = index;
         Device::flex()
     }
 }

@@ -3,7 +3,10 @@
 //! chunk of query rows at a time (soft and hard attention, several chunk sizes including
 //! uneven last chunks, batches, key strides), and the fused streaming CPU kernel (soft and
 //! hard, block sizes 3 and 5, tiles from 1 pixel to the whole image, odd sizes, batches, one
-//! or five levels).
+//! or five levels). The generic forward and the recomputing backward (the GPU's training
+//! path) run on every device of `common::devices()`; the streaming kernel is the CPU's.
+
+mod common;
 
 use burn::tensor::{Distribution, Tensor};
 use pyra_core::backend;
@@ -69,7 +72,13 @@ fn close_to(a: &[f32], b: &[f32], case: &str, what: &str) {
 
 #[test]
 fn chunked_attention_equals_the_whole_map() {
-    let device = backend::cpu();
+    for device in common::devices() {
+        chunked_attention_equals_the_whole_map_on(&device);
+    }
+}
+
+fn chunked_attention_equals_the_whole_map_on(device: &burn::tensor::Device) {
+    let device = device.clone();
     for (average, stride) in [(true, 1), (false, 1), (true, 2)] {
         let block = PyramidAttentionConfig::new()
             .with_channel(8)
@@ -182,7 +191,13 @@ fn streaming_backward_equals_the_whole_map_backward() {
 /// and the whole map, key strides 1 and 2, one and five levels.
 #[test]
 fn recomputed_backward_equals_the_whole_map_backward() {
-    let device = backend::with_autodiff(backend::cpu());
+    for device in common::devices() {
+        recomputed_backward_equals_the_whole_map_backward_on(&device);
+    }
+}
+
+fn recomputed_backward_equals_the_whole_map_backward_on(base: &burn::tensor::Device) {
+    let device = backend::with_autodiff(base.clone());
     for (stride, levels) in [(1, 5), (2, 5), (1, 1)] {
         let block = PyramidAttentionConfig::new()
             .with_channel(8)

@@ -51,6 +51,9 @@ pub struct RunOptions {
     /// Refuse to start when a training step or a validation forward is estimated to need
     /// more bytes than this (default: 70% of the memory available).
     pub memory_budget: Option<u64>,
+    /// Data-parallel training on these devices (one copy of the model each, the batch shared
+    /// among them; see `step.rs`). Empty: the default device alone. The first one validates.
+    pub devices: Vec<Device>,
 }
 
 /// Why a run stopped.
@@ -213,10 +216,17 @@ fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog) -> Result<(), Stri
 /// Train as `config` says.
 /// Refuse a batch that would not fit in memory (instead of being killed by the OS hours in),
 /// naming the largest batch that fits.
-fn check_training_memory(config: &RunConfig, arch: &ArchConfig, budget: u64) -> Result<(), String> {
+fn check_training_memory(
+    config: &RunConfig,
+    arch: &ArchConfig,
+    budget: u64,
+    copies: usize,
+) -> Result<(), String> {
     let parameters = arch.init(&backend::default_device()).num_params() as u64;
     let side = config.data.patch_size / config.task.scale();
-    let batch = config.data.batch_size;
+    // Each copy of a data-parallel run holds its shard (copies on one device share it; the
+    // CPU's copies then together hold the whole batch, as one copy would).
+    let batch = config.data.batch_size.div_ceil(copies);
     let needs = memory::estimate_training_step_bytes(arch, parameters, batch, side, side);
     if needs <= budget {
         return Ok(());
@@ -229,7 +239,10 @@ fn check_training_memory(config: &RunConfig, arch: &ArchConfig, budget: u64) -> 
     );
     Err(
         match memory::largest_training_batch(arch, parameters, batch, side, side, budget) {
-            Some(fits) => format!("{what}; set data.batch_size={fits} (or less) to fit"),
+            Some(fits) => format!(
+                "{what}; set data.batch_size={} (or less) to fit",
+                fits * copies
+            ),
             None => format!("{what}; lower data.patch_size (even one patch does not fit)"),
         },
     )
@@ -262,7 +275,22 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     let started = Instant::now();
     let arch: ArchConfig = config.arch_config()?;
     let memory_budget = options.memory_budget.unwrap_or_else(memory::default_budget);
-    check_training_memory(config, &arch, memory_budget)?;
+    let copies = if options.devices.is_empty() {
+        1
+    } else if backend::is_cpu(&options.devices[0]) {
+        // Copies on the CPU share its memory.
+        1
+    } else {
+        options.devices.len()
+    };
+    if options.devices.len() > config.data.batch_size {
+        return Err(format!(
+            "a batch of {} cannot be shared by {} devices; raise data.batch_size",
+            config.data.batch_size,
+            options.devices.len()
+        ));
+    }
+    check_training_memory(config, &arch, memory_budget, copies)?;
     let dir = config.run_dir();
     let checkpoint_path = dir.join("checkpoint_latest.safetensors");
     if !options.resume && checkpoint_path.exists() {
@@ -326,7 +354,11 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     }
 
     // Model and optimiser.
-    let infer_device = backend::default_device();
+    let infer_device = options
+        .devices
+        .first()
+        .cloned()
+        .unwrap_or_else(backend::default_device);
     let device = backend::with_autodiff(infer_device.clone());
     let mut trainer = Trainer::new(arch.init(&device), config.optim.loss);
     trainer.clip_grad_norm = config.optim.clip_grad_norm;
@@ -355,6 +387,7 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
         }
         trainer.set_weights(&weights)?;
     }
+    trainer.add_replicas(&arch, options.devices.get(1..).unwrap_or_default())?;
     let first_step = trainer.step;
     let resume_step = options.resume.then_some(first_step);
     let mut log = CsvLog::open(

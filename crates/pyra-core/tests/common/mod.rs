@@ -110,9 +110,18 @@ pub fn assert_close<const D: usize>(
 /// The devices every parity test runs on: the CPU (Flex), and in a build with a GPU backend
 /// (`--features gpu`: Vulkan) the GPU. A GPU build on a machine whose driver offers no adapter
 /// says so and tests the CPU only, unless `PYRA_REQUIRE_GPU` is set (CI, on lavapipe), where
-/// that is a failure.
+/// that is a failure. `PYRA_TEST_DEVICES=gpu` tests the GPU alone (CI's GPU job: the CPU
+/// ran in the default build's tests).
 pub fn devices() -> Vec<Device> {
-    let mut devices = vec![pyra_core::backend::cpu()];
+    let gpu_only = std::env::var("PYRA_TEST_DEVICES").is_ok_and(|v| v == "gpu");
+    let mut devices = Vec::new();
+    if !gpu_only {
+        devices.push(pyra_core::backend::cpu());
+    }
+    assert!(
+        !gpu_only || pyra_core::backend::gpu_compiled(),
+        "PYRA_TEST_DEVICES=gpu in a build without a GPU backend (build with --features gpu)"
+    );
     if pyra_core::backend::gpu_compiled() {
         let gpu = pyra_core::backend::gpu();
         match pyra_core::backend::describe(&gpu) {
@@ -122,8 +131,8 @@ pub fn devices() -> Vec<Device> {
             }
             Err(why) => {
                 assert!(
-                    std::env::var_os("PYRA_REQUIRE_GPU").is_none(),
-                    "PYRA_REQUIRE_GPU is set but {why}"
+                    std::env::var_os("PYRA_REQUIRE_GPU").is_none() && !gpu_only,
+                    "a GPU is required (PYRA_REQUIRE_GPU or PYRA_TEST_DEVICES) but {why}"
                 );
                 eprintln!("SKIPPED on the GPU: {why}");
             }
