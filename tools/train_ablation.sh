@@ -31,7 +31,7 @@ for block in none nlb; do
 done
 out=$(mktemp -d)
 "$pyra" bench --task denoise --protocol float --levels 10,30,50,70 --sets Kodak24,McMaster \
-    --data "$bench" --out "$out" --weights "$main" \
+    --data "$bench" --out "$out" --attention-window 48 --weights "$main" \
     --weights "training/pyra-blind-nlb/model_step$step.safetensors" \
     --weights "training/pyra-blind-none/model_step$step.safetensors" 2>/dev/null | sed -n '/^|/p'
 rm -rf "$out"

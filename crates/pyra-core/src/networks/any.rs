@@ -199,6 +199,18 @@ macro_rules! registry {
                 }
             }
 
+            fn set_non_local_window(&mut self, window: Option<usize>) -> bool {
+                match self {
+                    $(Self::$variant(m) => $spec::set_non_local_window(m, window),)*
+                }
+            }
+
+            fn has_non_local_window(&self) -> bool {
+                match self {
+                    $(Self::$variant(m) => $spec::has_non_local_window(m),)*
+                }
+            }
+
             /// The network's pyramid attention blocks.
             pub fn attentions(&self) -> Vec<&PyramidAttention> {
                 match self {
@@ -298,24 +310,26 @@ impl ArchConfig {
 }
 
 impl AnyNetwork {
-    /// Make the network's pyramid attention attend within windows of `t x t` input pixels
-    /// (`Some(t)`; on a map at half resolution, windows of `t/2`) or over the whole map
-    /// (`None`, the official computation); see [`crate::blocks::window`]. `false` for
-    /// networks without pyramid attention.
+    /// Make the network's pyramid attention (or the global non-local block that replaces it
+    /// in PANet-B's ablation twin) attend within windows of `t x t` input pixels (`Some(t)`;
+    /// on a map at half resolution, windows of `t/2`) or over the whole map (`None`, the
+    /// official computation); see [`crate::blocks::window`]. `false` for networks without
+    /// either.
     pub fn set_attention_window(&mut self, window: Option<usize>) -> bool {
         let stride = self.attention_stride().max(1);
         let window = window.map(|t| (t / stride).max(1));
         let attentions = self.attentions_mut();
-        let found = !attentions.is_empty();
+        let mut found = !attentions.is_empty();
         for attention in attentions {
             attention.window = window;
         }
+        found |= self.set_non_local_window(window);
         found
     }
 
     /// Whether [`AnyNetwork::set_attention_window`] has an attention to set.
     pub fn supports_attention_window(&self) -> bool {
-        !self.attentions().is_empty()
+        !self.attentions().is_empty() || self.has_non_local_window()
     }
 }
 

@@ -88,6 +88,15 @@ pub trait Architecture {
     fn attentions_mut(_network: &mut Self::Network) -> Vec<&mut PyramidAttention> {
         Vec::new()
     }
+    /// Make the network's global non-local block (if any) attend within windows of `t x t`
+    /// pixels of the map it sees (`None`: the whole map); `false` without one.
+    fn set_non_local_window(_network: &mut Self::Network, _window: Option<usize>) -> bool {
+        false
+    }
+    /// Whether [`Architecture::set_non_local_window`] has a block to set.
+    fn has_non_local_window(_network: &Self::Network) -> bool {
+        false
+    }
     /// Input pixels per pixel of the map the attention sees (PANet-B: 2).
     fn attention_stride(_network: &Self::Network) -> usize {
         1

@@ -123,6 +123,7 @@ impl BlindPaNetConfig {
             conv_last: default_conv(f, 4 * c, 3, device),
             n_colors: c,
             sigma: self.sigma,
+            non_local_window: None,
         }
     }
 }
@@ -146,6 +147,10 @@ pub struct BlindPaNet {
     pub n_colors: usize,
     /// The noise level (0-255 scale) of inputs that carry no noise map.
     pub sigma: f64,
+    /// `attention = nlb`: the non-local block within windows of this many map pixels
+    /// (`None`: over the whole map, as trained on patches); see
+    /// [`crate::networks::AnyNetwork::set_attention_window`].
+    pub non_local_window: Option<usize>,
 }
 
 impl BlindPaNet {
@@ -174,7 +179,10 @@ impl BlindPaNet {
             f = match layer {
                 BlindLayer::ResBlock(block) => block.forward(f),
                 BlindLayer::PyramidAttention(attention) => attention.forward(f),
-                BlindLayer::NonLocal(block) => block.forward(f),
+                BlindLayer::NonLocal(block) => match self.non_local_window {
+                    Some(t) => crate::blocks::window::windowed(f, t, |x| block.forward(x)),
+                    None => block.forward(f),
+                },
                 BlindLayer::Conv(conv) => conv2d(conv, f),
             };
         }
@@ -225,6 +233,21 @@ impl Architecture for BlindPaNetArch {
 
     fn has_attention(c: &BlindPaNetConfig) -> bool {
         c.attention == MiddleBlock::Pa
+    }
+
+    fn set_non_local_window(network: &mut BlindPaNet, window: Option<usize>) -> bool {
+        let found = Self::has_non_local_window(network);
+        if found {
+            network.non_local_window = window;
+        }
+        found
+    }
+
+    fn has_non_local_window(network: &BlindPaNet) -> bool {
+        network
+            .body
+            .iter()
+            .any(|l| matches!(l, BlindLayer::NonLocal(_)))
     }
 
     fn takes_noise_level(_: &BlindPaNetConfig) -> bool {
@@ -385,5 +408,42 @@ mod tests {
             assert_eq!(again.n_resblocks, 4);
             assert!(load_state_dict(again.init(&device), &dict, &LoadOptions::default()).is_ok());
         }
+    }
+
+    #[test]
+    fn the_non_local_twin_attends_within_windows() {
+        let device = backend::cpu();
+        let config = BlindPaNetConfig::new()
+            .with_n_feats(16)
+            .with_n_resblocks(2)
+            .with_attention(MiddleBlock::Nlb);
+        let mut net = crate::networks::AnyNetwork::BlindPaNet(config.init(&device));
+        assert!(net.supports_attention_window());
+        // 40x36 input: a 20x18 map at half resolution.
+        let x = Tensor::<4>::random([1, 3, 40, 36], Distribution::Default, &device);
+        let global = net.forward(x.clone());
+        // A window of the whole map is the global block.
+        assert!(net.set_attention_window(Some(40)));
+        let whole = net.forward(x.clone());
+        whole
+            .into_data()
+            .assert_approx_eq::<f32>(&global.clone().into_data(), Tolerance::absolute(1e-6));
+        // 16-pixel windows (8 map pixels): another output; `None` restores the global one.
+        net.set_attention_window(Some(16));
+        let windowed = net.forward(x.clone());
+        let d = (windowed - global.clone()).abs().max().into_scalar::<f32>();
+        assert!(d > 1e-6, "windows changed nothing: {d}");
+        net.set_attention_window(None);
+        net.forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&global.into_data(), Tolerance::absolute(1e-6));
+        // Without a middle block there is nothing to window.
+        let plain = BlindPaNetConfig::new()
+            .with_n_feats(16)
+            .with_n_resblocks(2)
+            .with_attention(MiddleBlock::None);
+        let mut plain = crate::networks::AnyNetwork::BlindPaNet(plain.init(&device));
+        assert!(!plain.supports_attention_window());
+        assert!(!plain.set_attention_window(Some(16)));
     }
 }
