@@ -179,20 +179,15 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
         let block = PyramidAttentionConfig::new()
             .with_channel(args.channels)
             .init(&device);
-        let input = [1, args.channels, h, w];
-        let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
-        let m = measure(args.repeat, &device, || {
-            let _ = block.forward(x.clone()).into_data();
-        });
-        return Ok(Profile {
-            name: "pyramid attention".into(),
-            input,
-            parameters: parameters(&block),
-            gflops: pyramid_attention_flops(&block, h, w) as f64 / 1e9,
-            median_ms: m.median_ms,
-            peak_extra_bytes: m.peak,
-            device_peak_bytes: m.device_peak,
-        });
+        return Ok(profile_forward(
+            "pyramid attention".into(),
+            [1, args.channels, h, w],
+            parameters(&block),
+            pyramid_attention_flops(&block, h, w),
+            args.repeat,
+            &device,
+            |x| block.forward(x),
+        ));
     }
     if let Some(block) = &args.block {
         let kind: NonLocalKind = block.parse().map_err(anyhow::Error::msg)?;
@@ -210,23 +205,19 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
             }
         }
         let layer = kind.init(args.channels, m, n, s, &device);
-        let input = [1, args.channels, h, w];
-        let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
-        let measured = measure(args.repeat, &device, || {
-            let _ = layer.forward(x.clone()).into_data();
-        });
-        return Ok(Profile {
-            name: match kind {
-                NonLocalKind::Pnb => format!("PNB (m={m}, n={n}, S={s})"),
-                other => other.to_string().to_uppercase(),
-            },
-            input,
-            parameters: parameters(&layer),
-            gflops: non_local_layer_flops(&layer, h, w) as f64 / 1e9,
-            median_ms: measured.median_ms,
-            peak_extra_bytes: measured.peak,
-            device_peak_bytes: measured.device_peak,
-        });
+        let name = match kind {
+            NonLocalKind::Pnb => format!("PNB (m={m}, n={n}, S={s})"),
+            other => other.to_string().to_uppercase(),
+        };
+        return Ok(profile_forward(
+            name,
+            [1, args.channels, h, w],
+            parameters(&layer),
+            non_local_layer_flops(&layer, h, w),
+            args.repeat,
+            &device,
+            |x| layer.forward(x),
+        ));
     }
     let (config, network, name) = match (&args.arch, &args.weights) {
         (Some(arch), None) => {
@@ -240,20 +231,40 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
         }
         _ => bail!("give --arch NAME, --weights FILE, --block pnb|nlb|apnb|pa or --compare"),
     };
-    let input = [1, config.input_channels(), h, w];
-    let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), &device);
-    let measured = measure(args.repeat, &device, || {
-        let _ = network.forward(x.clone()).into_data();
+    Ok(profile_forward(
+        name,
+        [1, config.input_channels(), h, w],
+        parameters(&network),
+        forward_flops(&network, h, w),
+        args.repeat,
+        &device,
+        |x| network.forward(x),
+    ))
+}
+
+/// The profile of `forward` on a uniform random input of shape `input`.
+fn profile_forward(
+    name: String,
+    input: [usize; 4],
+    parameters: usize,
+    flops: u64,
+    repeat: usize,
+    device: &Device,
+    forward: impl Fn(Tensor<4>) -> Tensor<4>,
+) -> Profile {
+    let x = Tensor::<4>::random(input, Distribution::Uniform(0.0, 1.0), device);
+    let measured = measure(repeat, device, || {
+        let _ = forward(x.clone()).into_data();
     });
-    Ok(Profile {
+    Profile {
         name,
         input,
-        parameters: parameters(&network),
-        gflops: forward_flops(&network, h, w) as f64 / 1e9,
+        parameters,
+        gflops: flops as f64 / 1e9,
         median_ms: measured.median_ms,
         peak_extra_bytes: measured.peak,
         device_peak_bytes: measured.device_peak,
-    })
+    }
 }
 
 fn print_table(rows: &[Profile]) {
