@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pyra_core::backend;
+use pyra_core::blocks::pyramid_attention::SCORE_CHUNK_BYTES;
 use pyra_core::blocks::{NonLocalKind, PyramidAttentionConfig};
 use pyra_core::burn::module::Module;
 use pyra_core::burn::tensor::{Device, Distribution, Tensor};
@@ -58,6 +59,12 @@ pub struct ProfileArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// `--block pa` only: run just the first N chunks of the chunked attention (the GPU's
+    /// formulation), for a size too slow to run whole on this device (lavapipe computes about
+    /// 1 GFLOP/s). Every chunk allocates the same buffers, so the memory is the whole
+    /// forward's; the time is the sample's, and the whole forward's is estimated from it.
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -67,6 +74,9 @@ struct Profile {
     parameters: usize,
     gflops: f64,
     median_ms: f64,
+    /// `(computed, total)` chunks of a sampled attention forward (`--chunks`).
+    #[serde(default)]
+    chunks: Option<(usize, usize)>,
     peak_extra_bytes: Option<u64>,
     /// GPU only: the device allocator's reservation grown over the first forward.
     #[serde(default)]
@@ -179,6 +189,28 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
         let block = PyramidAttentionConfig::new()
             .with_channel(args.channels)
             .init(&device);
+        if let Some(chunks) = args.chunks {
+            if chunks == 0 {
+                bail!("--chunks must be at least 1");
+            }
+            let input = [1, args.channels, h, w];
+            let total = std::cell::Cell::new(0);
+            let mut row = profile_forward(
+                "pyramid attention, chunked".into(),
+                input,
+                parameters(&block),
+                pyramid_attention_flops(&block, h, w),
+                args.repeat,
+                &device,
+                |x| {
+                    let (out, all) = block.forward_chunked_sample(x, SCORE_CHUNK_BYTES, chunks);
+                    total.set(all);
+                    out
+                },
+            );
+            row.chunks = Some((chunks.min(total.get()), total.get()));
+            return Ok(row);
+        }
         return Ok(profile_forward(
             "pyramid attention".into(),
             [1, args.channels, h, w],
@@ -188,6 +220,9 @@ fn profile_one(args: &ProfileArgs) -> Result<Profile> {
             &device,
             |x| block.forward(x),
         ));
+    }
+    if args.chunks.is_some() {
+        bail!("--chunks samples the pyramid attention: it needs --block pa");
     }
     if let Some(block) = &args.block {
         let kind: NonLocalKind = block.parse().map_err(anyhow::Error::msg)?;
@@ -262,6 +297,7 @@ fn profile_forward(
         parameters,
         gflops: flops as f64 / 1e9,
         median_ms: measured.median_ms,
+        chunks: None,
         peak_extra_bytes: measured.peak,
         device_peak_bytes: measured.device_peak,
     }
@@ -282,13 +318,21 @@ fn print_table(rows: &[Profile]) {
         if device { "---:|" } else { "" }
     );
     for r in rows {
+        let time = match r.chunks {
+            Some((done, total)) if done < total => format!(
+                "{:.1} ms for {done} of {total} chunks (whole: about {:.0} s)",
+                r.median_ms,
+                r.median_ms * total as f64 / done as f64 / 1e3
+            ),
+            _ => format!("{:.1} ms", r.median_ms),
+        };
         let device_cell = match (device, r.device_peak_bytes) {
             (false, _) => String::new(),
             (true, Some(b)) => format!(" {} |", format_bytes(b)),
             (true, None) => " n/a |".into(),
         };
         println!(
-            "| {} | {}x{}x{}x{} | {} | {:.3} | {:.1} ms | {} |{device_cell}",
+            "| {} | {}x{}x{}x{} | {} | {:.3} | {time} | {} |{device_cell}",
             r.name,
             r.input[0],
             r.input[1],
@@ -296,7 +340,6 @@ fn print_table(rows: &[Profile]) {
             r.input[3],
             r.parameters,
             r.gflops,
-            r.median_ms,
             r.peak_extra_bytes.map_or("n/a".to_string(), format_bytes)
         );
     }

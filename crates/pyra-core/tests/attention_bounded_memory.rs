@@ -1,10 +1,11 @@
-//! The two bounded-memory inference forwards of pyramid attention equal the whole-map forward
+//! The two bounded-memory formulations of pyramid attention equal the whole-map forward
 //! (#2's implementation, checked against the official code): the generic one that computes a
-//! chunk of query rows at a time (soft and hard attention, several chunk sizes including
-//! uneven last chunks, batches, key strides), and the fused streaming CPU kernel (soft and
-//! hard, block sizes 3 and 5, tiles from 1 pixel to the whole image, odd sizes, batches, one
-//! or five levels). The generic forward and the recomputing backward (the GPU's training
-//! path) run on every device of `common::devices()`; the streaming kernel is the CPU's.
+//! chunk of query pixels at a time on canvases (soft and hard attention, several chunk sizes
+//! including uneven last chunks, batches, key strides, block sizes 3 and 5), and the fused
+//! streaming CPU kernel (soft and hard, block sizes 3 and 5, tiles from 1 pixel to the whole
+//! image, odd sizes, batches, one or five levels). The generic forward and its recomputing
+//! backward (the GPU's path) run on every device of `common::devices()`; the streaming kernel
+//! is the CPU's.
 
 mod common;
 
@@ -12,6 +13,7 @@ use burn::tensor::{Distribution, Tensor};
 use pyra_core::backend;
 use pyra_core::blocks::{PyramidAttention, PyramidAttentionConfig};
 use pyra_core::burn;
+use pyra_core::ops::chunked_attention::ChunkSpec;
 use pyra_core::weights::gradients_of;
 
 fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
@@ -79,28 +81,41 @@ fn chunked_attention_equals_the_whole_map() {
 
 fn chunked_attention_equals_the_whole_map_on(device: &burn::tensor::Device) {
     let device = device.clone();
-    for (average, stride) in [(true, 1), (false, 1), (true, 2)] {
+    for (average, stride, ksize) in [(true, 1, 3), (false, 1, 3), (true, 2, 3), (true, 1, 5)] {
         let block = PyramidAttentionConfig::new()
             .with_channel(8)
             .with_average(average)
             .with_stride(stride)
+            .with_ksize(ksize)
             .init(&device);
         let x = input_for(&block, [2, 8, 13, 11], &device);
         let whole = block.forward_whole(x.clone());
-        let [_, _, h, w] = x.dims();
-        let blocks: usize = block
-            .level_sizes(h, w)
-            .iter()
-            .map(|(a, b)| a.div_ceil(stride) * b.div_ceil(stride))
-            .sum();
-        // 1 row, 7 rows (uneven), 50 rows, and everything in one chunk.
-        for rows in [1, 7, 50, h * w] {
-            let chunked = block.forward_chunked(x.clone(), rows * blocks * 4 * 2);
+        let [n, _, h, w] = x.dims();
+        let levels = block.level_sizes(h, w);
+        // 1 query position, 7 (uneven), 50, and everything in one chunk; on a GPU (the same
+        // code, launched per chunk: lavapipe takes minutes for 1-position chunks) 7 and all.
+        let rows: &[usize] = if backend::is_cpu(&device) {
+            &[1, 7, 50, h * w * 2]
+        } else {
+            &[7, h * w * 2]
+        };
+        for &rows in rows {
+            let budget = ChunkSpec::budget_for_rows(&levels, ksize, n, rows);
+            let chunked = block.forward_chunked(x.clone(), budget);
             let d = max_difference(whole.clone(), chunked);
             assert!(
                 d < 1e-4,
-                "average={average} stride={stride} rows={rows}: {d}"
+                "average={average} stride={stride} ksize={ksize} rows={rows}: {d}"
             );
+            // The profiler's sample: all chunks are the whole forward; one chunk is not.
+            let (sample, total) = block.forward_chunked_sample(x.clone(), budget, usize::MAX);
+            let queries = h * (w + ksize / 2) - ksize / 2;
+            assert_eq!(total, queries.div_ceil(rows.min(queries)), "rows={rows}");
+            assert!(max_difference(whole.clone(), sample) < 1e-4);
+            if total > 1 {
+                let (first, _) = block.forward_chunked_sample(x.clone(), budget, 1);
+                assert!(max_difference(whole.clone(), first) > 1e-3);
+            }
         }
         assert!(max_difference(whole, block.forward(x)) < 1e-4);
     }
@@ -185,23 +200,32 @@ fn streaming_backward_equals_the_whole_map_backward() {
     }
 }
 
-/// The chunked forward with recomputed weights (the GPU's training path, written in burn's
-/// tensor operations) against the whole-map forward that burn's autodiff differentiates:
-/// output, input gradient and every parameter gradient, for chunks of 1 row, 7 rows (uneven)
-/// and the whole map, key strides 1 and 2, one and five levels.
+/// The chunked forward with recomputed weights (the GPU's path, written in burn's tensor
+/// operations) against the whole-map forward that burn's autodiff differentiates: output,
+/// input gradient and every parameter gradient, for chunks of 1 query position, 7 (uneven)
+/// and the whole map; key strides 1 and 2, one and five levels, block size 5, and hard
+/// attention (whose mask passes no gradient, so only the values and the skip get one).
 #[test]
-fn recomputed_backward_equals_the_whole_map_backward() {
+fn chunked_backward_equals_the_whole_map_backward() {
     for device in common::devices() {
-        recomputed_backward_equals_the_whole_map_backward_on(&device);
+        chunked_backward_equals_the_whole_map_backward_on(&device);
     }
 }
 
-fn recomputed_backward_equals_the_whole_map_backward_on(base: &burn::tensor::Device) {
+fn chunked_backward_equals_the_whole_map_backward_on(base: &burn::tensor::Device) {
     let device = backend::with_autodiff(base.clone());
-    for (stride, levels) in [(1, 5), (2, 5), (1, 1)] {
+    for (average, stride, levels, ksize) in [
+        (true, 1, 5, 3),
+        (true, 2, 5, 3),
+        (true, 1, 1, 3),
+        (true, 1, 5, 5),
+        (false, 1, 5, 3),
+    ] {
         let block = PyramidAttentionConfig::new()
             .with_channel(8)
+            .with_average(average)
             .with_stride(stride)
+            .with_ksize(ksize)
             .with_res_scale(0.5)
             .with_levels(levels)
             .init(&device);
@@ -214,15 +238,19 @@ fn recomputed_backward_equals_the_whole_map_backward_on(base: &burn::tensor::Dev
             (out, input, gradients_of(&block, &grads))
         };
         let (whole, whole_input, whole_params) = run(block.forward_whole(x.clone()));
-        let blocks: usize = block
-            .level_sizes(11, 9)
-            .iter()
-            .map(|(a, b)| a.div_ceil(stride) * b.div_ceil(stride))
-            .sum();
-        for rows in [1usize, 7, 99] {
-            let budget = 2 * rows * blocks * 4;
-            let (out, input, params) = run(block.forward_recomputed(x.clone(), budget));
-            let case = format!("stride={stride} levels={levels} rows={rows}");
+        let sizes = block.level_sizes(11, 9);
+        // As in the forward test: 1-position chunks on the CPU only.
+        let rows: &[usize] = if backend::is_cpu(base) {
+            &[1, 7, 99 * 3]
+        } else {
+            &[7, 99 * 3]
+        };
+        for &rows in rows {
+            let budget = ChunkSpec::budget_for_rows(&sizes, ksize, 2, rows);
+            let (out, input, params) = run(block.forward_chunked(x.clone(), budget));
+            let case = format!(
+                "average={average} stride={stride} levels={levels} ksize={ksize} rows={rows}"
+            );
             let close = |a: Vec<f32>, b: Vec<f32>, what: &str| close_to(&a, &b, &case, what);
             let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
             close(values(whole.clone()), values(out), "output");

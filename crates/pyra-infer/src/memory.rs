@@ -4,8 +4,8 @@
 //! The pyramid attention dominates. On the CPU its streaming kernel holds, per worker thread,
 //! the scores of one query tile over all `L` blocks (at most `STREAM_TILE_BYTES`) and a few
 //! level-sized buffers, plus the embedded maps of every level. Elsewhere (GPU) the chunked
-//! forward holds one `SCORE_CHUNK_BYTES` chunk of scores and its softmax, plus the block columns
-//! of keys and values (`9 x` the maps).
+//! formulation holds a few `SCORE_CHUNK_BYTES` score arrays of one chunk, plus the embedded
+//! maps and their zero-bordered canvases (no block columns).
 
 use pyra_core::blocks::pyramid_attention::{SCORE_CHUNK_BYTES, STREAM_TILE_BYTES};
 use pyra_core::networks::ArchConfig;
@@ -60,9 +60,10 @@ pub fn estimate_forward_bytes(config: &ArchConfig, height: usize, width: usize) 
         let levels = level_pixels(scales, height, width);
         let blocks: u64 = levels.iter().sum();
         if !pyra_core::backend::default_is_cpu() {
-            // One chunk of scores and its softmax, plus the block columns of keys and values.
-            (SCORE_CHUNK_BYTES as u64).min(pixels * blocks * 4) * 22 / 10
-                + blocks * features * 9 * 4 * 2
+            // Five score arrays of one chunk; the maps of queries (C/2), keys (C/2), values
+            // and output (C), once as tensors and once on canvases.
+            5 * (SCORE_CHUNK_BYTES as u64).min(pixels * blocks * 4)
+                + canvas_maps(pixels, blocks, features)
         } else {
             // Workers' scratch; the level maps (keys and values) as tensors and as slices.
             streaming_scratch(scales, height, width, features) + blocks * features * 2 * 4 * 2
@@ -103,15 +104,22 @@ pub fn estimate_training_step_bytes(
             // Level maps, keys and values, with their gradients, per sample; shared scratch.
             streaming_scratch(scales, height, width, features) + batch * blocks * features * 4 * 4
         } else {
-            // The recomputed chunks: a few score-sized arrays of one chunk, plus the block
-            // columns of queries, keys and values (C/2·9, C/2·9 and C·9 rows) and their
-            // gradients, per sample.
+            // The recomputed chunks: seven score arrays of one chunk in the backward, plus the
+            // maps on canvases and their gradients, per sample.
             let chunk = (SCORE_CHUNK_BYTES as u64).min(batch * pixels * blocks * 4);
-            4 * chunk + batch * (pixels + 2 * blocks) * features * 9 * 4 * 2
+            7 * chunk + 2 * batch * canvas_maps(pixels, blocks, features)
         }
     });
     let non_local = 2 * batch * non_local_bytes(config, height, width);
     batch * per_sample + attention + non_local + 5 * parameters * 4 + (64 << 20)
+}
+
+/// The chunked attention's maps of one sample: queries and output on the `pixels` grid (C/2 and
+/// C channels), keys and values on the levels' (C/2 and C), each as a tensor and on its
+/// zero-bordered canvas (about 5/4 of the maps with the paper's scales; 3/2 is taken).
+fn canvas_maps(pixels: u64, blocks: u64, features: u64) -> u64 {
+    let channels = features + features / 2;
+    (pixels + blocks) * channels * 4 * 5 / 2
 }
 
 /// The largest batch (up to `batch`) whose training step fits `budget`, if even one does.

@@ -40,13 +40,13 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::conv::{basic_block, basic_block_1x1, BasicBlock};
-use crate::ops::chunked_attention::{chunked_attention, ChunkSpec};
+use crate::ops::chunked_attention::{chunked_pyramid_attention, ChunkSpec};
 use crate::ops::fused_attention::{self, fused_pyramid_attention, AttentionSpec};
 use crate::ops::streaming_attention::Normalisation;
 use crate::ops::{extract_patches, paste_patches, resize, Interp};
 
-/// How many bytes of scores the generic inference forward computes at once (see
-/// [`PyramidAttention::forward_chunked`]).
+/// How many bytes of scores the chunked formulation computes at once (one `[N, r, R]` array;
+/// a few are alive at a time, see [`PyramidAttention::forward_chunked`]).
 pub const SCORE_CHUNK_BYTES: usize = 64 << 20;
 
 /// How many bytes of scores the streaming CPU kernel holds per worker thread (see
@@ -188,14 +188,13 @@ impl PyramidAttention {
     /// - on the Flex CPU backend with key stride 1, inference and training: the fused streaming
     ///   kernel ([`PyramidAttention::forward_streaming`]), 9x fewer multiply-adds, bounded
     ///   memory, with its own tiled backward;
-    /// - inference elsewhere (GPU, strided keys): the score map [`SCORE_CHUNK_BYTES`] at a time
-    ///   over the query pixels ([`PyramidAttention::forward_chunked`]);
-    /// - training elsewhere, soft attention: the same chunks with a backward that recomputes
-    ///   each chunk's weights ([`PyramidAttention::forward_recomputed`]), so the `[H*W, L]`
-    ///   map never exists; hard attention: the whole map of block products, which burn's
-    ///   autodiff differentiates ([`PyramidAttention::forward_whole`]).
+    /// - elsewhere (GPU, strided keys), inference and training: [`SCORE_CHUNK_BYTES`] of scores
+    ///   at a time over the query pixels, block products summed over the block's offsets on
+    ///   flat canvases, a backward that recomputes each chunk's weights
+    ///   ([`PyramidAttention::forward_chunked`]), so neither the `[H*W, L]` map nor the
+    ///   `[C·k², L]` block columns ever exist.
     ///
-    /// `PYRA_ATTENTION=whole|chunked|recomputed|streaming` forces one (for comparisons).
+    /// `PYRA_ATTENTION=whole|chunked|streaming` forces one (for comparisons).
     ///
     /// With [`PyramidAttention::window`] set, each window of the input goes through that
     /// forward on its own (as one batch).
@@ -208,11 +207,10 @@ impl PyramidAttention {
 
     /// The forward over the whole map, whatever [`PyramidAttention::window`] says.
     pub fn forward_global(&self, x: Tensor<4>) -> Tensor<4> {
-        match Path::for_device(&x.device(), self.stride, self.average) {
+        match Path::for_device(&x.device(), self.stride) {
             Path::Streaming => self.forward_streaming(x, STREAM_TILE_BYTES),
             Path::Whole => self.forward_whole(x),
             Path::Chunked => self.forward_chunked(x, SCORE_CHUNK_BYTES),
-            Path::Recomputed => self.forward_recomputed(x, SCORE_CHUNK_BYTES),
         }
     }
 
@@ -228,65 +226,43 @@ impl PyramidAttention {
         reconstruction + x.mul_scalar(self.res_scale)
     }
 
-    /// The forward with the score map made `chunk_bytes` at a time: rows of query pixels
-    /// against all blocks of all levels, so each row's softmax (or arg-max mask) is exact and
-    /// complete within its chunk, and only `[rows, L]` scores exist at once. Splitting over
-    /// queries rather than keys needs no running max/sum rescaling and keeps hard attention's
-    /// ties exact.
+    /// The forward in chunks of query pixels against all blocks of all levels
+    /// ([`crate::ops::chunked_attention`]), `chunk_bytes` of scores at a time, with nothing
+    /// larger than a chunk or a level map: inference and training (its backward recomputes
+    /// each chunk's weights) on any backend, any key stride. Each row's softmax (or arg-max
+    /// mask) is exact and complete within its chunk.
     pub fn forward_chunked(&self, x: Tensor<4>, chunk_bytes: usize) -> Tensor<4> {
-        let [_, _, height, width] = x.dims();
-        let pyramid = self.pyramid(x.clone());
-        // f(x_{δ(i)}) as rows [N, H*W, C/r * k²]; values as rows [N, L, C * k²].
-        let query = extract_patches(
-            basic_block(&self.conv_match_L_base, x.clone()),
-            self.ksize,
-            1,
-        )
-        .swap_dims(1, 2);
-        let values = pyramid.values.swap_dims(1, 2);
-        let [_, pixels, _] = query.dims();
-        let [n, blocks, _] = values.dims();
-        let rows = (chunk_bytes / (4 * blocks * n).max(1)).clamp(1, pixels);
-        let mut chunks = Vec::with_capacity(pixels.div_ceil(rows));
-        for start in (0..pixels).step_by(rows) {
-            let len = rows.min(pixels - start);
-            let scores = query
-                .clone()
-                .narrow(1, start, len)
-                .matmul(pyramid.keys.clone())
-                .mul_scalar(self.softmax_scale);
-            chunks.push(self.normalise(scores).matmul(values.clone())); // [N, len, C * k²]
-        }
-        let blocks = Tensor::cat(chunks, 1).swap_dims(1, 2);
-        let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
-        reconstruction + x.mul_scalar(self.res_scale)
+        self.chunked(x, chunk_bytes, None)
     }
 
-    /// The forward of [`PyramidAttention::forward_chunked`] (query blocks against all key
-    /// blocks, `chunk_bytes` of scores at a time) as one recorded operation whose backward
-    /// recomputes each chunk's weights ([`crate::ops::chunked_attention`]): training in
-    /// bounded memory on any backend. Soft attention only (hard attention's arg-max has no
-    /// gradient to recompute; it trains through [`PyramidAttention::forward_whole`]).
-    pub fn forward_recomputed(&self, x: Tensor<4>, chunk_bytes: usize) -> Tensor<4> {
-        assert!(
-            self.average,
-            "the recomputed forward is for soft attention; hard attention trains whole"
-        );
-        let [_, _, height, width] = x.dims();
-        let pyramid = self.pyramid(x.clone());
-        // f(x_{δ(i)}) as columns [N, C/r * k², H*W].
-        let query = extract_patches(
-            basic_block(&self.conv_match_L_base, x.clone()),
-            self.ksize,
-            1,
-        );
+    /// The first `chunks` chunks of [`PyramidAttention::forward_chunked`] (the other query
+    /// pixels get no attention), and how many chunks the whole forward has: for measuring
+    /// memory and time per chunk of a forward too long to run whole on a slow device.
+    pub fn forward_chunked_sample(
+        &self,
+        x: Tensor<4>,
+        chunk_bytes: usize,
+        chunks: usize,
+    ) -> (Tensor<4>, usize) {
+        let [n, _, height, width] = x.dims();
         let spec = ChunkSpec {
-            scale: self.softmax_scale as f32,
-            budget_bytes: chunk_bytes,
+            attention: self.spec(self.level_sizes(height, width), chunk_bytes),
+            stride: self.stride,
+            first_chunks: None,
         };
-        let blocks = chunked_attention(query, pyramid.keys, pyramid.values, spec);
-        let reconstruction = paste_patches(blocks, height, width, self.ksize).div_scalar(4.0);
-        reconstruction + x.mul_scalar(self.res_scale)
+        let total = spec.chunk_count(n, height, width);
+        (self.chunked(x, chunk_bytes, Some(chunks)), total)
+    }
+
+    fn chunked(&self, x: Tensor<4>, chunk_bytes: usize, first_chunks: Option<usize>) -> Tensor<4> {
+        let (query, keys, values, levels) = self.embedded(x.clone());
+        let spec = ChunkSpec {
+            attention: self.spec(levels, chunk_bytes),
+            stride: self.stride,
+            first_chunks,
+        };
+        let pasted = chunked_pyramid_attention(query, keys, values, spec);
+        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
     }
 
     /// The forward through the fused CPU kernel of [`crate::ops::streaming_attention`]: scores
@@ -300,13 +276,23 @@ impl PyramidAttention {
             self.stride, 1,
             "the streaming kernel samples keys at stride 1"
         );
+        let (query, keys, values, levels) = self.embedded(x.clone());
+        let spec = self.spec(levels, budget_bytes);
+        let pasted = fused_pyramid_attention(query, keys, values, spec);
+        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
+    }
+
+    /// `f(x)` `[N, C/r, H, W]`, and `g(y^s)` `[N, C/r, L]`, `θ(y^s)` `[N, C, L]` of every
+    /// level flattened and concatenated, with the levels' sizes: the maps the fused and
+    /// chunked formulations start from (neither builds block columns).
+    fn embedded(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<3>, Tensor<3>, Vec<(usize, usize)>) {
         let [n, channels, _, _] = x.dims();
         let query = basic_block(&self.conv_match_L_base, x.clone());
         let [_, match_channels, _, _] = query.dims();
         let mut sizes = Vec::with_capacity(self.scales.len());
         let mut keys = Vec::with_capacity(self.scales.len());
         let mut values = Vec::with_capacity(self.scales.len());
-        for level in self.levels(x.clone()) {
+        for level in self.levels(x) {
             let [_, _, h, w] = level.dims();
             sizes.push((h, w));
             keys.push(basic_block(&self.conv_match, level.clone()).reshape([
@@ -316,8 +302,13 @@ impl PyramidAttention {
             ]));
             values.push(basic_block(&self.conv_assembly, level).reshape([n, channels, h * w]));
         }
-        let spec = AttentionSpec {
-            levels: sizes,
+        (query, Tensor::cat(keys, 2), Tensor::cat(values, 2), sizes)
+    }
+
+    /// What the fused and chunked formulations need to know beyond the tensors.
+    fn spec(&self, levels: Vec<(usize, usize)>, budget_bytes: usize) -> AttentionSpec {
+        AttentionSpec {
+            levels,
             ksize: self.ksize,
             softmax_scale: self.softmax_scale as f32,
             escape: self.escape_NaN.val().into_scalar::<f32>(),
@@ -327,10 +318,7 @@ impl PyramidAttention {
                 Normalisation::ArgMax
             },
             budget_bytes,
-        };
-        let pasted =
-            fused_pyramid_attention(query, Tensor::cat(keys, 2), Tensor::cat(values, 2), spec);
-        pasted.div_scalar(4.0) + x.mul_scalar(self.res_scale)
+        }
     }
 
     /// The attention weights `[N, H*W, L]`: for each pixel (row-major), its weights over the
@@ -474,38 +462,30 @@ pub enum Path {
     Whole,
     /// [`PyramidAttention::forward_chunked`].
     Chunked,
-    /// [`PyramidAttention::forward_recomputed`] (soft attention).
-    Recomputed,
 }
 
 impl Path {
     /// The formulation for `device`: `PYRA_ATTENTION` where it names one that applies, else
-    /// the streaming kernel on Flex, else chunks (inference), recomputed chunks (soft
-    /// training) or the whole map (hard training).
-    pub fn for_device(device: &Device, stride: usize, average: bool) -> Path {
+    /// the streaming kernel on Flex with key stride 1, else chunks (inference and training,
+    /// soft and hard attention).
+    pub fn for_device(device: &Device, stride: usize) -> Path {
         static FORCED: std::sync::OnceLock<Option<Path>> = std::sync::OnceLock::new();
         let forced = *FORCED.get_or_init(|| match std::env::var("PYRA_ATTENTION").ok()?.as_str() {
             "whole" => Some(Path::Whole),
             "chunked" => Some(Path::Chunked),
-            "recomputed" => Some(Path::Recomputed),
             "streaming" => Some(Path::Streaming),
             _ => None,
         });
         let streams = fused_attention::supports(device) && stride == 1;
         match forced {
             Some(Path::Streaming) if streams => return Path::Streaming,
-            Some(Path::Recomputed) if average => return Path::Recomputed,
             Some(path @ (Path::Whole | Path::Chunked)) => return path,
             _ => {}
         }
         if streams {
             Path::Streaming
-        } else if !device.is_autodiff() {
-            Path::Chunked
-        } else if average {
-            Path::Recomputed
         } else {
-            Path::Whole
+            Path::Chunked
         }
     }
 }
