@@ -150,7 +150,6 @@ fn check_piecewise<M: Module + Clone>(
         &device,
     );
     let loss_of = |m: &M, x: Tensor<4>| -> Tensor<1> { (forward(m, x) * weights.clone()).sum() };
-    let scalar = |t: Tensor<1>| t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()[0];
     // The finite differences' loss, summed in f64 on the host: an f32 sum over the output
     // rounds differently for inputs a step apart, and that noise, divided by the step, was
     // most of the numeric derivative's error (up to 1.2e-2 with the AVX2 convolution kernel,
