@@ -100,7 +100,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     mode: Option<RunMode>,
     /// Side of the attention windows in input pixels for `--mode window` (default: the
-    /// planner's window of the network, as in `pyra restore`).
+    /// planner's window of the network, as in `pyra restore`). It applies to the models with
+    /// pyramid attention; the others run as their mode says.
     #[arg(long, value_name = "N")]
     attention_window: Option<usize>,
     /// Name of the model in the table (one model only; default: the file name, the bundled
@@ -137,6 +138,8 @@ struct Entry {
     /// Index into `restorers` per level.
     chosen: Vec<usize>,
     channels: usize,
+    /// Whether its attention runs in windows (`--mode window`).
+    windowed: bool,
 }
 
 /// `--weights` value that means the bundled denoiser of each sigma.
@@ -154,6 +157,7 @@ fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Re
         restorers: Vec::new(),
         chosen: Vec::new(),
         channels: 0,
+        windowed: false,
     };
     let mut names: Vec<&str> = Vec::new();
     for &level in levels {
@@ -183,7 +187,9 @@ fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Re
         } else {
             RunMode::Whole
         });
-        if args.attention_window.is_some() && run_mode != RunMode::Window {
+        // A window given with another explicit mode contradicts it; a model without pyramid
+        // attention (FFDNet beside PANet-B) has nothing to window and runs whole.
+        if args.attention_window.is_some() && args.mode.is_some() && run_mode != RunMode::Window {
             bail!("--attention-window goes with --mode window");
         }
         let mode = match run_mode {
@@ -200,6 +206,7 @@ fn open_entry(args: &BenchArgs, weights: &std::path::Path, levels: &[f64]) -> Re
                         .expect("a network with pyramid attention has a window"),
                 };
                 network.set_attention_window(Some(window));
+                entry.windowed = true;
                 let who = if bundled_each {
                     key.to_string()
                 } else {
@@ -261,6 +268,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for w in &weights {
             entries.push(open_entry(&args, w, &levels)?);
         }
+    }
+    if args.attention_window.is_some() && !entries.iter().any(|e| e.windowed) {
+        bail!("--attention-window: no given model has pyramid attention to run in windows");
     }
     // Files of the same name (model_best of two runs) are told apart by their folder.
     let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();

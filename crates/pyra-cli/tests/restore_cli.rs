@@ -460,6 +460,63 @@ fn bench_window_mode_scores_the_windowed_forward() {
         "16",
     ]);
     assert!(!ok && err.contains("goes with --mode window"), "{err}");
+    // Beside a model without pyramid attention (FFDNet beside PANet-B in the model card's
+    // table), the window applies to the attention model and the other one runs whole.
+    let out = dir.join("pair");
+    let (ok, _, err) = pyra(&[
+        "bench",
+        "--task",
+        "denoise",
+        "--levels",
+        "30",
+        "--seed",
+        "3",
+        "--sets",
+        "Tiny",
+        "--data",
+        s(&dir),
+        "--weights",
+        s(&weights),
+        "--weights",
+        "pyra-dn25",
+        "--attention-window",
+        "16",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
+    let psnr_of = |model: &str| -> f64 {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(model))
+            .unwrap_or_else(|| panic!("no row of {model} in {csv}"));
+        row.split(',').nth(4).unwrap().parse().unwrap()
+    };
+    assert!((psnr_of("panet_small_model_best") - expected(Some(16))).abs() < 1e-4);
+    assert!(psnr_of("pyra-dn25") > 0.0);
+    // With no attention model at all, the window has nothing to apply to.
+    let (ok, _, err) = pyra(&[
+        "bench",
+        "--task",
+        "denoise",
+        "--levels",
+        "30",
+        "--sets",
+        "Tiny",
+        "--data",
+        s(&dir),
+        "--weights",
+        "pyra-dn25",
+        "--attention-window",
+        "16",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        !ok && err.contains("no given model has pyramid attention"),
+        "{err}"
+    );
     // Two runs' files of the same name get their folder's name in the table.
     for run in ["a", "b"] {
         std::fs::create_dir_all(dir.join(run)).unwrap();
