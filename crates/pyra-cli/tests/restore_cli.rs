@@ -404,20 +404,35 @@ fn bench_window_mode_scores_the_windowed_forward() {
     let clean = synthetic(64, 64, 3);
     std::fs::create_dir_all(dir.join("Tiny")).unwrap();
     write_png(&clean, dir.join("Tiny/a.png"), Depth::Eight).unwrap();
-    let bench = |extra: &[&str]| -> f64 {
-        let out = dir.join("out");
+    // One bench of the given models on Tiny at sigma 30: success, bench.csv, stderr.
+    let out = dir.join("out");
+    let run_bench = |models: &[&str], extra: &[&str]| -> (bool, String, String) {
         let mut args = vec![
             "bench", "--task", "denoise", "--levels", "30", "--seed", "3", "--sets", "Tiny",
             "--data",
         ];
-        args.push(s(&dir));
-        args.extend_from_slice(&["--weights", s(&weights), "--out", s(&out)]);
+        args.extend_from_slice(&[s(&dir), "--out", s(&out)]);
+        for model in models {
+            args.extend_from_slice(&["--weights", model]);
+        }
         args.extend_from_slice(extra);
         let (ok, _, err) = pyra(&args);
-        assert!(ok, "{err}");
-        let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
-        let row = csv.lines().nth(1).unwrap().to_string();
+        let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap_or_default();
+        (ok, csv, err)
+    };
+    // The PSNR of `model`'s row.
+    let psnr_of = |csv: &str, model: &str| -> f64 {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(model))
+            .unwrap_or_else(|| panic!("no row of {model} in {csv}"));
         row.split(',').nth(4).unwrap().parse().unwrap()
+    };
+    let model = "panet_small_model_best";
+    let bench = |extra: &[&str]| -> f64 {
+        let (ok, csv, err) = run_bench(&[s(&weights)], extra);
+        assert!(ok, "{err}");
+        psnr_of(&csv, model)
     };
     let noisy = add_gaussian_noise(&clean, 30.0, 3, NoiseProtocol::Clip8);
     let expected = |window: Option<usize>| {
@@ -442,77 +457,19 @@ fn bench_window_mode_scores_the_windowed_forward() {
     assert!((windowed - expected(Some(16))).abs() < 1e-4, "{windowed}");
     assert!((whole - expected(None)).abs() < 1e-4, "{whole}");
     assert_ne!(windowed, whole);
-    let (ok, _, err) = pyra(&[
-        "bench",
-        "--task",
-        "denoise",
-        "--levels",
-        "30",
-        "--sets",
-        "Tiny",
-        "--data",
-        s(&dir),
-        "--weights",
-        s(&weights),
-        "--mode",
-        "chop",
-        "--attention-window",
-        "16",
-    ]);
+    let (ok, _, err) = run_bench(
+        &[s(&weights)],
+        &["--mode", "chop", "--attention-window", "16"],
+    );
     assert!(!ok && err.contains("goes with --mode window"), "{err}");
     // Beside a model without pyramid attention (FFDNet beside PANet-B in the model card's
     // table), the window applies to the attention model and the other one runs whole.
-    let out = dir.join("pair");
-    let (ok, _, err) = pyra(&[
-        "bench",
-        "--task",
-        "denoise",
-        "--levels",
-        "30",
-        "--seed",
-        "3",
-        "--sets",
-        "Tiny",
-        "--data",
-        s(&dir),
-        "--weights",
-        s(&weights),
-        "--weights",
-        "pyra-dn25",
-        "--attention-window",
-        "16",
-        "--out",
-        s(&out),
-    ]);
+    let (ok, csv, err) = run_bench(&[s(&weights), "pyra-dn25"], &["--attention-window", "16"]);
     assert!(ok, "{err}");
-    let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
-    let psnr_of = |model: &str| -> f64 {
-        let row = csv
-            .lines()
-            .find(|l| l.starts_with(model))
-            .unwrap_or_else(|| panic!("no row of {model} in {csv}"));
-        row.split(',').nth(4).unwrap().parse().unwrap()
-    };
-    assert!((psnr_of("panet_small_model_best") - expected(Some(16))).abs() < 1e-4);
-    assert!(psnr_of("pyra-dn25") > 0.0);
+    assert!((psnr_of(&csv, model) - expected(Some(16))).abs() < 1e-4);
+    assert!(psnr_of(&csv, "pyra-dn25") > 0.0);
     // With no attention model at all, the window has nothing to apply to.
-    let (ok, _, err) = pyra(&[
-        "bench",
-        "--task",
-        "denoise",
-        "--levels",
-        "30",
-        "--sets",
-        "Tiny",
-        "--data",
-        s(&dir),
-        "--weights",
-        "pyra-dn25",
-        "--attention-window",
-        "16",
-        "--out",
-        s(&out),
-    ]);
+    let (ok, _, err) = run_bench(&["pyra-dn25"], &["--attention-window", "16"]);
     assert!(
         !ok && err.contains("no given model has pyramid attention"),
         "{err}"
