@@ -15,6 +15,7 @@ mod model;
 mod profile;
 mod report;
 mod restore;
+mod runs;
 mod smooth;
 mod train;
 
@@ -56,6 +57,8 @@ enum Command {
     Attention(attention::AttentionArgs),
     /// Train a network from a recipe (TOML file or preset); resumable.
     Train(train::TrainArgs),
+    /// What training runs cost and reached: legs, CPU hours, validation PSNR per CPU hour.
+    Runs(runs::RunsArgs),
     /// Edge-preserving smoothing: L0 gradient minimisation, weighted median, SD filter.
     Smooth(smooth::SmoothArgs),
     /// Parameters, FLOPs, time and peak memory of a network or non-local block at a size.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Attention(args) => attention::run(args),
         Command::Train(args) => train::run(args),
+        Command::Runs(args) => runs::run(args),
         Command::Smooth(args) => smooth::run(args),
         Command::Profile(args) => profile::run(args),
         Command::BenchSpeed(args) => bench_speed::run(args),

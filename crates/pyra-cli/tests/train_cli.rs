@@ -83,6 +83,34 @@ log_every = 1
         std::fs::read(out.join("checkpoint_latest.safetensors")).unwrap()
     );
 
+    // `pyra runs` reports the run's one leg (this CPU, 4 steps, its CPU time) and each
+    // validation with the CPU hours spent to reach it, and draws the chart.
+    let chart = dir.join("runs.png");
+    let (ok, stdout, stderr) = pyra(&["runs", s(&out), "--chart", s(&chart)]);
+    assert!(ok, "{stderr}");
+    let leg = stdout
+        .lines()
+        .find(|l| l.starts_with("| 1 |"))
+        .unwrap_or_else(|| panic!("no leg row: {stdout}"));
+    assert!(leg.contains("| 0 -> 4 |"), "{leg}");
+    let cpu: f64 = leg.split('|').nth(7).unwrap().trim().parse().unwrap();
+    assert!(cpu >= 0.0, "{leg}");
+    assert!(stdout.contains("| **sum** |"), "{stdout}");
+    for step in [2, 4] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {step} | ")))
+            .unwrap_or_else(|| panic!("no validation row for step {step}: {stdout}"));
+        assert!(!row.contains("unknown"), "{row}");
+    }
+    assert_eq!(read_image(&chart).unwrap().width, 800);
+    assert!(out.join("validation_cpu_hours.png").exists());
+    // A folder that is not a run: one line, a failure.
+    let (ok, _, stderr) = pyra(&["runs", s(&dir.join("nothing"))]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not a run folder"), "{stderr}");
+
     // The exported weights are recognised by `pyra restore` without flags.
     let noisy = add_gaussian_noise(&photo(7), 25.0, 1, NoiseProtocol::Clip8);
     write_png(&noisy, dir.join("noisy.png"), Depth::Eight).unwrap();

@@ -240,15 +240,21 @@ fn open_quietly(_device: &Device) -> Result<String, String> {
     Err("this build has no GPU backend".into())
 }
 
-/// The CPU's model name as /proc/cpuinfo gives it, with the instruction set Pyra's kernels
-/// use.
+/// The CPU's model name as /proc/cpuinfo gives it, its family and model numbers where it
+/// gives them (a generic name such as "AMD EPYC" spans several generations), and the
+/// instruction set Pyra's kernels use: "AMD EPYC (family 25 model 1), avx2".
 pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.split(':').next().map(str::trim) == Some("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    format!("{model}, {}", crate::ops::isa::isa().name())
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let numbers = match (field("cpu family"), field("model")) {
+        (Some(family), Some(number)) => format!(" (family {family} model {number})"),
+        _ => String::new(),
+    };
+    format!("{model}{numbers}, {}", crate::ops::isa::isa().name())
 }

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod legs;
 pub mod optim;
 pub mod plot;
 pub mod run;

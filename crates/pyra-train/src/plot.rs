@@ -26,6 +26,12 @@ fn register() {
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 480;
 
+/// One line of a [`chart`]: its legend label (none: no legend) and its points.
+pub struct Series {
+    pub label: Option<String>,
+    pub points: Vec<(f64, f64)>,
+}
+
 /// Draw `points` (x = step) as a line chart into `path` (PNG, written atomically).
 pub fn line_chart(
     path: &Path,
@@ -34,18 +40,51 @@ pub fn line_chart(
     points: &[(f64, f64)],
     log_y: bool,
 ) -> Result<(), String> {
+    let series = Series {
+        label: None,
+        points: points.to_vec(),
+    };
+    chart(path, title, "step", y_label, &[series], log_y)
+}
+
+const COLOURS: [RGBColor; 5] = [
+    BLUE,
+    RGBColor(220, 50, 32),
+    RGBColor(0, 150, 60),
+    RGBColor(140, 80, 200),
+    BLACK,
+];
+
+/// Draw several series as lines (with markers) into `path` (PNG, written atomically); a
+/// legend names those with a label.
+pub fn chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<(), String> {
     register();
-    let points: Vec<(f64, f64)> = points
+    let series: Vec<Series> = series
         .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+                .collect(),
+        })
         .collect();
-    if points.is_empty() {
+    let all = || series.iter().flat_map(|s| s.points.iter().copied());
+    if all().next().is_none() {
         return Ok(());
     }
     let (mut x0, mut x1) = (f64::MAX, f64::MIN);
     let (mut y0, mut y1) = (f64::MAX, f64::MIN);
-    for &(x, y) in &points {
+    for (x, y) in all() {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -62,6 +101,7 @@ pub fn line_chart(
         y0 -= pad;
         y1 += pad;
     }
+    let markers = series.len() > 1;
     let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let fail = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
@@ -73,29 +113,51 @@ pub fn line_chart(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70);
-        let series = LineSeries::new(points.iter().copied(), BLUE.stroke_width(2));
+        // The same drawing for a linear and a logarithmic y axis (different coordinate types).
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart.map_err(|e| fail(&e))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .draw()
+                    .map_err(|e| fail(&e))?;
+                for (i, Series { label, points }) in series.iter().enumerate() {
+                    let colour = COLOURS[i % COLOURS.len()];
+                    let line = chart
+                        .draw_series(LineSeries::new(
+                            points.iter().copied(),
+                            colour.stroke_width(2),
+                        ))
+                        .map_err(|e| fail(&e))?;
+                    if let Some(label) = label {
+                        line.label(label.as_str()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                        });
+                    }
+                    if markers {
+                        chart
+                            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                            .map_err(|e| fail(&e))?;
+                    }
+                }
+                if series.iter().any(|s| s.label.is_some()) {
+                    chart
+                        .configure_series_labels()
+                        .position(SeriesLabelPosition::LowerRight)
+                        .background_style(WHITE.mix(0.9))
+                        .border_style(BLACK)
+                        .label_font(("sans-serif", 15))
+                        .draw()
+                        .map_err(|e| fail(&e))?;
+                }
+            }};
+        }
         if log_y {
-            let mut chart = builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(|e| fail(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| fail(&e))?;
-            chart.draw_series(series).map_err(|e| fail(&e))?;
+            draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()));
         } else {
-            let mut chart = builder
-                .build_cartesian_2d(x0..x1, y0..y1)
-                .map_err(|e| fail(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| fail(&e))?;
-            chart.draw_series(series).map_err(|e| fail(&e))?;
+            draw!(builder.build_cartesian_2d(x0..x1, y0..y1));
         }
         root.present().map_err(|e| fail(&e))?;
     }

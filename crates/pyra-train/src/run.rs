@@ -7,7 +7,9 @@
 //! - `model_latest.safetensors`, `model_best.safetensors` — inference weights;
 //! - `log.csv` (step, loss, lr, grad norm, patches/s, data wait, elapsed) and `validation.csv`
 //!   (step, PSNR, SSIM);
-//! - `loss.png`, `validation_psnr.png`.
+//! - `legs.csv` — each invocation's machine, steps, wall and CPU time (see [`crate::legs`]);
+//! - `loss.png`, `validation_psnr.png` and, where every leg knows its CPU time,
+//!   `validation_cpu_hours.png` (validation PSNR against the CPU hours spent to reach it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,8 +32,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::{export_weights, Checkpoint};
 use crate::config::RunConfig;
 use crate::data::{ImageSet, Prefetcher, Sampler, SamplerOptions};
+use crate::legs::{process_cpu_s, Legs};
 use crate::optim::learning_rate;
-use crate::plot::line_chart;
+use crate::plot::{chart, line_chart, Series};
 use crate::step::Trainer;
 use crate::validate::Validator;
 
@@ -200,7 +203,7 @@ fn check_same_run(saved: &str, current: &RunConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog) -> Result<(), String> {
+fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog, legs: &Legs) -> Result<(), String> {
     let loss: Vec<(f64, f64)> = log.rows().map(|r| (r[0], r[1])).collect();
     line_chart(&dir.join("loss.png"), "Training loss", "loss", &loss, true)?;
     let psnr: Vec<(f64, f64)> = validation.rows().map(|r| (r[0], r[1])).collect();
@@ -210,7 +213,25 @@ fn write_plots(dir: &Path, log: &CsvLog, validation: &CsvLog) -> Result<(), Stri
         "PSNR (dB)",
         &psnr,
         false,
-    )
+    )?;
+    let by_cpu: Option<Vec<(f64, f64)>> = psnr
+        .iter()
+        .map(|&(step, p)| Some((legs.cpu_s_at(step as u64)? / 3600.0, p)))
+        .collect();
+    match by_cpu {
+        Some(points) if !points.is_empty() => chart(
+            &dir.join("validation_cpu_hours.png"),
+            "Validation PSNR per CPU hour",
+            "CPU hours (user + system, all legs)",
+            "PSNR (dB)",
+            &[Series {
+                label: None,
+                points,
+            }],
+            false,
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Train as `config` says.
@@ -397,6 +418,8 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     );
     let mut validation_log =
         CsvLog::open(dir.join("validation.csv"), "step,psnr,ssim", resume_step);
+    let mut legs = Legs::begin(&dir, first_step)?;
+    legs.write()?;
 
     let total = config.optim.steps;
     let target = options.until_step.map_or(total, |u| u.min(total));
@@ -531,7 +554,8 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
                     validator.len(),
                     if improved { " (best)" } else { "" }
                 ));
-                write_plots(&dir, &log, &validation_log)?;
+                legs.progress(done, started.elapsed().as_secs_f64(), process_cpu_s());
+                write_plots(&dir, &log, &validation_log, &legs)?;
             }
         }
         if config.output.snapshots.contains(&done) {
@@ -545,8 +569,9 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
         }
         if done.is_multiple_of(config.output.checkpoint_every.max(1)) {
             save(&trainer, best_psnr, elapsed)?;
+            legs.update(done, started.elapsed().as_secs_f64(), process_cpu_s())?;
             saved_at = done;
-            write_plots(&dir, &log, &validation_log)?;
+            write_plots(&dir, &log, &validation_log, &legs)?;
         }
     }
     drop(prefetcher);
@@ -557,6 +582,11 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
     if trainer.step != saved_at || !checkpoint_path.exists() {
         save(&trainer, best_psnr, elapsed)?;
     }
+    legs.update(
+        trainer.step,
+        started.elapsed().as_secs_f64(),
+        process_cpu_s(),
+    )?;
     if validator.is_none() && trainer.step == total {
         // Without validation the final weights are the best ones we know.
         export_weights(
@@ -567,7 +597,7 @@ pub fn train(config: &RunConfig, options: &RunOptions) -> Result<RunSummary, Str
             &dir.join("model_best.safetensors"),
         )?;
     }
-    write_plots(&dir, &log, &validation_log)?;
+    write_plots(&dir, &log, &validation_log, &legs)?;
     bar.finish_and_clear();
     let steps_here = trainer.step - first_step;
     Ok(RunSummary {

@@ -146,6 +146,24 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
         assert!(split.join(file).exists(), "{file} missing");
     }
 
+    // Each invocation is a leg in legs.csv, with its steps and the CPU time it spent; the
+    // uninterrupted run is one leg.
+    let legs = pyra_train::legs::Legs::read(&split).unwrap();
+    let spans: Vec<(&str, u64, u64)> = legs
+        .rows
+        .iter()
+        .map(|l| (l.leg.as_str(), l.first_step, l.last_step))
+        .collect();
+    assert_eq!(spans, [("1", 0, 4), ("2", 4, 8)]);
+    for leg in &legs.rows {
+        assert!(leg.cpu_s.is_some_and(|c| c > 0.0), "{leg:?}");
+        assert!(leg.wall_s > 0.0, "{leg:?}");
+    }
+    let straight_legs = pyra_train::legs::Legs::read(&whole).unwrap();
+    assert_eq!(straight_legs.rows.len(), 1);
+    assert_eq!(straight_legs.totals().0, 8);
+    assert!(split.join("validation_cpu_hours.png").exists());
+
     // A different configuration cannot resume this run.
     let other = parse_run(
         &config_text(&data, &split),
