@@ -109,6 +109,12 @@ impl Legs {
     pub fn begin(dir: &Path, first_step: u64) -> Result<Self, String> {
         let mut legs = Self::read(dir)?;
         legs.rows.retain(|leg| leg.first_step < first_step);
+        let reached = legs.rows.last().map_or(0, |leg| leg.last_step);
+        let note = if reached < first_step {
+            format!("steps {reached} -> {first_step} are in no recorded leg")
+        } else {
+            String::new()
+        };
         let number = legs
             .rows
             .iter()
@@ -128,7 +134,7 @@ impl Legs {
             last_step: first_step,
             wall_s: 0.0,
             cpu_s: Some(0.0),
-            note: String::new(),
+            note,
         });
         Ok(legs)
     }
@@ -169,10 +175,16 @@ impl Legs {
     /// reached `step`.
     pub fn cpu_s_at(&self, step: u64) -> Option<f64> {
         let mut spent = 0.0;
+        let mut reached = 0;
         for leg in &self.rows {
             if step <= leg.first_step {
                 break;
             }
+            if leg.first_step != reached {
+                // Steps no leg accounts for (legs.csv began mid-run, or a leg was lost).
+                return None;
+            }
+            reached = leg.last_step;
             let cpu = leg.cpu_s?;
             if step <= leg.last_step {
                 let share =
@@ -295,6 +307,25 @@ mod tests {
         assert_eq!(legs.cpu_s_at(350), None, "leg 3 has no CPU time");
         assert_eq!(legs.cpu_s_at(500), None, "no leg reached step 500");
         assert_eq!(legs.totals(), (400, 30.0, None));
+        // A run whose legs.csv began mid-run cannot tell the CPU time of any step.
+        let late = Legs {
+            path: PathBuf::new(),
+            rows: vec![leg("1", 100, 300, Some(1000.0))],
+        };
+        assert_eq!(late.cpu_s_at(200), None);
+        assert_eq!(late.cpu_s_at(50), None);
+    }
+
+    #[test]
+    fn a_leg_resumed_without_legs_csv_says_which_steps_no_leg_records() {
+        let dir = scratch("late");
+        let mut legs = Legs::begin(&dir, 500).unwrap();
+        legs.update(600, 1.0, Some(2.0)).unwrap();
+        let read = Legs::read(&dir).unwrap();
+        assert_eq!(read.rows.len(), 1);
+        assert_eq!(read.rows[0].note, "steps 0 -> 500 are in no recorded leg");
+        assert_eq!(read.cpu_s_at(550), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
